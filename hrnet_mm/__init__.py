@@ -1,0 +1,19 @@
+"""hrnet_mm: one HRNet backbone and its representation necks for mmseg, mmpose and mmdet.
+
+Add ``custom_imports = dict(imports=['hrnet_mm'], allow_failed_imports=False)`` to a config
+and write ``type='hrnet_mm.HRNet'``, ``'hrnet_mm.HRNetConcatNeck'`` or
+``'hrnet_mm.HRNetPyramidNeck'``.
+"""
+from .checkpoint import allow_runner_checkpoints
+from .models import (ARCH_ZOO, HRModule, HRNet, HRNetConcatNeck, HRNetPyramidNeck,
+                     resize_concat)
+from .registry import MODELS
+
+__version__ = '0.1.0'
+
+# Checkpoints written by mmengine's Runner load under torch's weights_only=True once their
+# few plain-data classes are allowlisted (see hrnet_mm.checkpoint).
+allow_runner_checkpoints()
+
+__all__ = ['ARCH_ZOO', 'HRModule', 'HRNet', 'HRNetConcatNeck', 'HRNetPyramidNeck', 'MODELS',
+           'allow_runner_checkpoints', 'resize_concat', '__version__']

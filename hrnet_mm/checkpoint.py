@@ -1,0 +1,2 @@
+def allow_runner_checkpoints():
+    pass

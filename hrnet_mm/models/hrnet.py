@@ -1,0 +1,388 @@
+"""HRNet backbone: parallel multi-resolution streams with repeated exchange units.
+
+After Sun et al., *Deep High-Resolution Representation Learning for Visual Recognition*
+(TPAMI 2020). The ``arch_zoo`` table and the ``extra`` override follow mmpretrain's HRNet; the
+sub-module names follow mmseg's, mmdet's and mmpose's HRNets, so their checkpoints (and the
+open-mmlab ImageNet ones) load with every key matched.
+"""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_conv_layer, build_norm_layer
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import constant_init
+from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
+
+from ..registry import MODELS
+from .blocks import BLOCKS, make_res_layer
+
+# One row per stage: (num_modules, num_branches, block, num_blocks, num_channels).
+# Stage 1 is a single stream of bottlenecks; each later stage adds one lower-resolution stream.
+def _standard(w: int) -> dict:
+    return _stages([(1, 1, 'BOTTLENECK', (4,), (64,)),
+                    (1, 2, 'BASIC', (4, 4), (w, 2 * w)),
+                    (4, 3, 'BASIC', (4, 4, 4), (w, 2 * w, 4 * w)),
+                    (3, 4, 'BASIC', (4, 4, 4, 4), (w, 2 * w, 4 * w, 8 * w))])
+
+
+def _stages(rows) -> dict:
+    keys = ('num_modules', 'num_branches', 'block', 'num_blocks', 'num_channels')
+    return {f'stage{i + 1}': dict(zip(keys, row)) for i, row in enumerate(rows)}
+
+
+ARCH_ZOO: Dict[str, dict] = {
+    'w18_small': _stages([(1, 1, 'BOTTLENECK', (1,), (32,)),
+                          (1, 2, 'BASIC', (2, 2), (16, 32)),
+                          (1, 3, 'BASIC', (2, 2, 2), (16, 32, 64)),
+                          (1, 4, 'BASIC', (2, 2, 2, 2), (16, 32, 64, 128))]),
+    'w18_small_v2': _stages([(1, 1, 'BOTTLENECK', (2,), (64,)),
+                             (1, 2, 'BASIC', (2, 2), (18, 36)),
+                             (3, 3, 'BASIC', (2, 2, 2), (18, 36, 72)),
+                             (2, 4, 'BASIC', (2, 2, 2, 2), (18, 36, 72, 144))]),
+    **{f'w{w}': _standard(w) for w in (18, 30, 32, 40, 44, 48, 64)},
+}
+
+STEM_CHANNELS = 64
+STEM_STRIDE = 4
+UPSAMPLE_MODES = ('bilinear', 'nearest')
+
+
+def resolve_arch(arch: Optional[str], extra: Optional[dict] = None) -> dict:
+    """The stage table of a preset, deep-copied, with ``extra``'s per-stage keys laid over it.
+
+    ``arch=None`` takes ``extra`` alone (mmseg/mmpose-style full ``extra`` dicts).
+    """
+    if arch is None:
+        if not extra:
+            raise ValueError('HRNet needs arch= (one of %s) or a full extra= dict'
+                             % ', '.join(ARCH_ZOO))
+        cfg = {}
+    elif arch not in ARCH_ZOO:
+        raise ValueError(f'Unknown HRNet arch {arch!r}; valid presets are: '
+                         + ', '.join(ARCH_ZOO))
+    else:
+        cfg = copy.deepcopy(ARCH_ZOO[arch])
+    for name, stage in copy.deepcopy(dict(extra or {})).items():
+        if not name.startswith('stage'):
+            continue  # e.g. mmpose's extra['upsample'], read by HRNet itself
+        cfg.setdefault(name, {}).update(stage)
+    _check_stages(cfg)
+    return cfg
+
+
+def _check_stages(cfg: dict) -> None:
+    names = [f'stage{i}' for i in range(1, 5)]
+    if sorted(cfg) != names:
+        raise ValueError(f'HRNet needs exactly the stages {names}, got {sorted(cfg)}')
+    prev_branches = 0
+    for name in names:
+        s = cfg[name]
+        missing = {'num_modules', 'num_branches', 'block', 'num_blocks', 'num_channels'} - set(s)
+        if missing:
+            raise ValueError(f'extra[{name!r}] lacks {sorted(missing)}')
+        if s['block'] not in BLOCKS:
+            raise ValueError(f"extra[{name!r}]['block'] is {s['block']!r}; use one of "
+                             f'{sorted(BLOCKS)}')
+        n = s['num_branches']
+        if len(s['num_blocks']) != n or len(s['num_channels']) != n:
+            raise ValueError(
+                f"extra[{name!r}] has num_branches={n} but num_blocks={tuple(s['num_blocks'])} "
+                f"and num_channels={tuple(s['num_channels'])}: give one entry per branch")
+        if name == 'stage1' and n != 1:
+            raise ValueError('extra[\'stage1\'] must have num_branches=1 (a single stream)')
+        if n < prev_branches:
+            raise ValueError(f'extra[{name!r}] has {n} branches, fewer than the stage before '
+                             f'({prev_branches}); streams are only ever added')
+        if s['num_modules'] < 1:
+            raise ValueError(f'extra[{name!r}] needs num_modules >= 1')
+        prev_branches = n
+
+
+class HRModule(BaseModule):
+    """One exchange unit: a residual stack per stream, then every stream receives every other.
+
+    Lower-resolution streams reach a higher one through a 1x1 conv + norm and are resized to
+    the target's exact size (so any input size works); higher ones reach a lower one through
+    stride-2 3x3 conv + norm steps (ReLU between steps). The sums pass a ReLU.
+
+    Args:
+        in_channels (Sequence[int]): channels entering each stream.
+        block (type): residual unit class, ``BasicBlock`` or ``Bottleneck``.
+        num_blocks (Sequence[int]): units per stream.
+        channels (Sequence[int]): width of each stream's units (times ``block.expansion`` out).
+        multiscale_output (bool): fuse into every stream (True) or only the highest (False).
+        upsample_mode (str): ``'bilinear'`` or ``'nearest'``.
+        align_corners (bool | None): passed to ``F.interpolate`` for bilinear.
+    """
+
+    def __init__(self, in_channels: Sequence[int], block: type, num_blocks: Sequence[int],
+                 channels: Sequence[int], *, multiscale_output: bool = True,
+                 upsample_mode: str = 'bilinear', align_corners: Optional[bool] = False,
+                 with_cp: bool = False, conv_cfg=None, norm_cfg=dict(type='BN'),
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        self.num_branches = len(channels)
+        self.upsample_mode = upsample_mode
+        self.align_corners = align_corners if upsample_mode == 'bilinear' else None
+        self.branches = nn.ModuleList(
+            make_res_layer(block, cin, c, n, with_cp=with_cp, conv_cfg=conv_cfg,
+                           norm_cfg=norm_cfg)
+            for cin, c, n in zip(in_channels, channels, num_blocks))
+        self.out_channels = tuple(c * block.expansion for c in channels)
+        self.fuse_layers = self._make_fuse_layers(
+            self.out_channels, multiscale_output, conv_cfg, norm_cfg)
+        self.relu = nn.ReLU(inplace=False)
+
+    @staticmethod
+    def _make_fuse_layers(chs, multiscale_output, conv_cfg, norm_cfg) -> nn.ModuleList:
+        n = len(chs)
+        if n == 1:
+            return nn.ModuleList()
+
+        def conv_norm(cin, cout, k, stride):
+            return [build_conv_layer(conv_cfg, cin, cout, k, stride=stride, padding=k // 2,
+                                     bias=False),
+                    build_norm_layer(norm_cfg, cout)[1]]
+
+        fuse_layers = nn.ModuleList()
+        for i in range(n if multiscale_output else 1):
+            row = nn.ModuleList()
+            for j in range(n):
+                if j > i:
+                    row.append(nn.Sequential(*conv_norm(chs[j], chs[i], 1, 1)))
+                elif j == i:
+                    row.append(nn.Identity())
+                else:
+                    steps = []
+                    for k in range(i - j):
+                        last = k == i - j - 1
+                        layers = conv_norm(chs[j], chs[i] if last else chs[j], 3, 2)
+                        steps.append(nn.Sequential(*layers, *([] if last else [nn.ReLU()])))
+                    row.append(nn.Sequential(*steps))
+            fuse_layers.append(row)
+        return fuse_layers
+
+    def forward(self, x: List[torch.Tensor]) -> List[torch.Tensor]:
+        x = [branch(xi) for branch, xi in zip(self.branches, x)]
+        if len(self.fuse_layers) == 0:
+            return x
+        outs = []
+        for i, row in enumerate(self.fuse_layers):
+            y = None
+            for j, layer in enumerate(row):
+                z = layer(x[j])
+                if j > i:
+                    z = F.interpolate(z, size=x[i].shape[-2:], mode=self.upsample_mode,
+                                      align_corners=self.align_corners)
+                y = z if y is None else y + z
+            outs.append(self.relu(y))
+        return outs
+
+
+@MODELS.register_module()
+class HRNet(BaseModule):
+    """HRNet backbone.
+
+    A stem of two stride-2 3x3 convs brings the image to 1/4; stage 1 is one stream of
+    bottlenecks; stages 2-4 keep their streams and add one at half the resolution
+    (1/8, 1/16, 1/32), each stage a sequence of exchange units (:class:`HRModule`).
+
+    Args:
+        arch (str | None): preset, one of ``ARCH_ZOO`` (``'w18_small'``, ``'w18_small_v2'``,
+            ``'w18'``, ``'w30'``, ``'w32'``, ``'w40'``, ``'w44'``, ``'w48'``, ``'w64'``).
+            Default ``'w32'``. ``None`` takes the stages from ``extra`` alone.
+        extra (dict, optional): per-stage overrides laid over the preset, e.g.
+            ``dict(stage4=dict(num_modules=2))``; an mmseg/mmpose-style full ``extra`` also
+            works. Its ``upsample`` entry (mmpose) sets ``upsample_mode``/``align_corners``.
+        in_channels (int): image channels. Default 3.
+        upsample_mode (str): ``'bilinear'`` (mmseg and the official segmentation code,
+            default) or ``'nearest'`` (mmpose, mmdet, timm, official classification/pose).
+        align_corners (bool | None): for bilinear upsampling. Default False.
+        multiscale_output (bool): the last exchange unit feeds every stream (True, default) or
+            only the highest-resolution one (False, the V1 representation of pose models).
+        conv_cfg (dict, optional): conv layer config for ``build_conv_layer``.
+        norm_cfg (dict): norm layer config. Default ``dict(type='BN')``.
+        norm_eval (bool): keep norm layers in eval mode while training. Default False.
+        frozen_stages (int): -1 freezes nothing, 0 the stem, k also stages 1..k (with the
+            transition leaving each). Default -1.
+        with_cp (bool): gradient checkpointing in every residual unit. Default False.
+        zero_init_residual (bool): zero the last norm of each residual unit, unless weights
+            come from a ``Pretrained`` init. Default False.
+        pretrained (str, optional): deprecated alias of
+            ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)`` (mmseg's models set it).
+        init_cfg (dict | list[dict], optional): mmengine init config; default Kaiming convs,
+            unit norms.
+
+    Example:
+        >>> import torch
+        >>> from hrnet_mm import HRNet
+        >>> net = HRNet(arch='w18_small').eval()
+        >>> [tuple(o.shape) for o in net(torch.rand(1, 3, 64, 96))]
+        [(1, 16, 16, 24), (1, 32, 8, 12), (1, 64, 4, 6), (1, 128, 2, 3)]
+        >>> net.out_channels, net.out_strides
+        ((16, 32, 64, 128), (4, 8, 16, 32))
+    """
+
+    arch_zoo = ARCH_ZOO
+
+    def __init__(self, arch: Optional[str] = 'w32', *, extra: Optional[dict] = None,
+                 in_channels: int = 3, upsample_mode: str = 'bilinear',
+                 align_corners: Optional[bool] = False, multiscale_output: bool = True,
+                 conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
+                 norm_eval: bool = False, frozen_stages: int = -1, with_cp: bool = False,
+                 zero_init_residual: bool = False, pretrained: Optional[str] = None,
+                 init_cfg=None):
+        if pretrained is not None and init_cfg is not None:
+            raise ValueError('HRNet: give either pretrained= or init_cfg=, not both')
+        if pretrained is not None:
+            if not isinstance(pretrained, str):
+                raise TypeError(f'pretrained must be a path or URL string, got {pretrained!r}')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        if init_cfg is None:
+            init_cfg = [dict(type='Kaiming', layer='Conv2d'),
+                        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+        super().__init__(init_cfg)
+
+        self.stages_cfg = resolve_arch(arch, extra)
+        upsample = dict((extra or {}).get('upsample', {}))
+        upsample_mode = upsample.get('mode', upsample_mode)
+        align_corners = upsample.get('align_corners', align_corners)
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(f'upsample_mode must be one of {UPSAMPLE_MODES}, '
+                             f'got {upsample_mode!r}')
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f'frozen_stages must be in -1..4, got {frozen_stages}')
+
+        self.arch = arch
+        self.in_channels = in_channels
+        self.upsample_mode = upsample_mode
+        self.align_corners = align_corners
+        self.norm_cfg = copy.deepcopy(norm_cfg)
+        self.conv_cfg = conv_cfg
+        self.norm_eval = norm_eval
+        self.frozen_stages = frozen_stages
+        self.with_cp = with_cp
+        self.zero_init_residual = zero_init_residual
+        self.multiscale_output = multiscale_output
+
+        # Stem: two stride-2 3x3 convs to 1/4.
+        self.conv1 = build_conv_layer(conv_cfg, in_channels, STEM_CHANNELS, 3, stride=2,
+                                      padding=1, bias=False)
+        self.norm1_name, norm1 = build_norm_layer(self.norm_cfg, STEM_CHANNELS, postfix=1)
+        self.add_module(self.norm1_name, norm1)
+        self.conv2 = build_conv_layer(conv_cfg, STEM_CHANNELS, STEM_CHANNELS, 3, stride=2,
+                                      padding=1, bias=False)
+        self.norm2_name, norm2 = build_norm_layer(self.norm_cfg, STEM_CHANNELS, postfix=2)
+        self.add_module(self.norm2_name, norm2)
+        self.relu = nn.ReLU(inplace=True)
+
+        common = dict(with_cp=with_cp, conv_cfg=conv_cfg, norm_cfg=self.norm_cfg)
+        s1 = self.stages_cfg['stage1']
+        block = BLOCKS[s1['block']]
+        self.layer1 = make_res_layer(block, STEM_CHANNELS, s1['num_channels'][0],
+                                     s1['num_blocks'][0], **common)
+        pre_channels = [s1['num_channels'][0] * block.expansion]
+
+        for s in (2, 3, 4):
+            cfg = self.stages_cfg[f'stage{s}']
+            block = BLOCKS[cfg['block']]
+            channels = [c * block.expansion for c in cfg['num_channels']]
+            self.add_module(f'transition{s - 1}',
+                            self._make_transition(pre_channels, channels))
+            modules = []
+            in_chs = channels
+            for m in range(cfg['num_modules']):
+                last = s == 4 and m == cfg['num_modules'] - 1
+                module = HRModule(
+                    in_chs, block, cfg['num_blocks'], cfg['num_channels'],
+                    multiscale_output=multiscale_output or not last,
+                    upsample_mode=upsample_mode, align_corners=align_corners, **common)
+                in_chs = module.out_channels
+                modules.append(module)
+            self.add_module(f'stage{s}', nn.Sequential(*modules))
+            pre_channels = list(in_chs)
+
+        n_out = len(pre_channels) if multiscale_output else 1
+        self.out_channels: Tuple[int, ...] = tuple(pre_channels[:n_out])
+        self.out_strides: Tuple[int, ...] = tuple(STEM_STRIDE * 2 ** i for i in range(n_out))
+        self._freeze_stages()
+
+    @property
+    def norm1(self) -> nn.Module:
+        return getattr(self, self.norm1_name)
+
+    @property
+    def norm2(self) -> nn.Module:
+        return getattr(self, self.norm2_name)
+
+    def _make_transition(self, pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
+        """Into the next stage: adapt kept streams whose width changes, add the new ones."""
+        def conv_norm_relu(cin, cout, stride):
+            return nn.Sequential(
+                build_conv_layer(self.conv_cfg, cin, cout, 3, stride=stride, padding=1,
+                                 bias=False),
+                build_norm_layer(self.norm_cfg, cout)[1], nn.ReLU(inplace=True))
+
+        layers = nn.ModuleList()
+        for i, c in enumerate(cur):
+            if i < len(pre):
+                layers.append(nn.Identity() if c == pre[i] else conv_norm_relu(pre[i], c, 1))
+            else:
+                # A new stream: stride-2 steps from the lowest existing one.
+                n_steps = i + 1 - len(pre)
+                layers.append(nn.Sequential(*(
+                    conv_norm_relu(pre[-1], c if k == n_steps - 1 else pre[-1], 2)
+                    for k in range(n_steps))))
+        return layers
+
+    def _stage_modules(self, i: int) -> List[nn.Module]:
+        """What ``frozen_stages >= i`` freezes: stage i and the transition leaving it."""
+        if i == 0:
+            return [self.conv1, self.norm1, self.conv2, self.norm2]
+        mods = [self.layer1 if i == 1 else getattr(self, f'stage{i}')]
+        if i < 4:
+            mods.append(getattr(self, f'transition{i}'))
+        return mods
+
+    def _freeze_stages(self) -> None:
+        for i in range(self.frozen_stages + 1):
+            for m in self._stage_modules(i):
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        pretrained = any(isinstance(c, dict) and c.get('type') == 'Pretrained'
+                         for c in (self.init_cfg if isinstance(self.init_cfg, list)
+                                   else [self.init_cfg]))
+        if self.zero_init_residual and not pretrained:
+            from .blocks import _ResidualBlock
+            for m in self.modules():
+                if isinstance(m, _ResidualBlock):
+                    constant_init(m.last_norm, 0)
+
+    def train(self, mode: bool = True) -> 'HRNet':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x = self.relu(self.norm1(self.conv1(x)))
+        x = self.relu(self.norm2(self.conv2(x)))
+        feats = [self.layer1(x)]
+        for s in (2, 3, 4):
+            transition = getattr(self, f'transition{s - 1}')
+            feats = [t(feats[i] if i < len(feats) else feats[-1])
+                     for i, t in enumerate(transition)]
+            feats = getattr(self, f'stage{s}')(feats)
+        return tuple(feats)

@@ -1,0 +1,197 @@
+"""The paper's representation heads as necks.
+
+* V1 - the highest-resolution stream alone: ``HRNetConcatNeck(in_index=[0])``.
+* V2 - every stream resized to the highest resolution and concatenated, optionally mixed by a
+  conv: :class:`HRNetConcatNeck`.
+* V2p - a pyramid pooled from the V2 representation: :class:`HRNetPyramidNeck` (with mmdet's
+  HRFPN weights it gives HRFPN's outputs, and unlike HRFPN it honours ``norm_cfg``).
+
+Both read the stream layout from ``in_channels`` and expose ``out_channels`` and
+``out_strides``; both check what they are fed and say which setting disagrees.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import ConvModule
+from mmengine.model import BaseModule
+
+from ..registry import MODELS
+from .hrnet import STEM_STRIDE, UPSAMPLE_MODES
+
+
+def resize_concat(inputs: Sequence[torch.Tensor], *, mode: str = 'bilinear',
+                  align_corners: Optional[bool] = False) -> torch.Tensor:
+    """Resize every map to the first one's size and concatenate along channels.
+
+    A map already at that size is used as is (an identity interpolation would only copy).
+    """
+    size = inputs[0].shape[-2:]
+    ac = align_corners if mode == 'bilinear' else None
+    return torch.cat([x if x.shape[-2:] == size else
+                      F.interpolate(x, size=size, mode=mode, align_corners=ac)
+                      for x in inputs], dim=1)
+
+
+class _StreamsNeck(BaseModule):
+    """Input checks and stream selection shared by both necks."""
+
+    def __init__(self, in_channels: Sequence[int], in_index: Optional[Sequence[int]],
+                 upsample_mode: str, align_corners: Optional[bool], init_cfg):
+        super().__init__(init_cfg)
+        if isinstance(in_channels, int) or not in_channels:
+            raise ValueError('in_channels must list the channels of every backbone stream, '
+                             f'e.g. [48, 96, 192, 384] for HRNet-W48; got {in_channels!r}')
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(f'upsample_mode must be one of {UPSAMPLE_MODES}, '
+                             f'got {upsample_mode!r}')
+        self.in_channels = tuple(in_channels)
+        self.in_index = tuple(range(len(in_channels)) if in_index is None else in_index)
+        if not self.in_index or any(not 0 <= i < len(in_channels) for i in self.in_index):
+            raise ValueError(f'in_index {self.in_index} must pick streams among the '
+                             f'{len(in_channels)} given by in_channels={self.in_channels}')
+        if list(self.in_index) != sorted(set(self.in_index)):
+            raise ValueError(f'in_index {self.in_index} must be increasing (highest '
+                             'resolution first), without repeats')
+        self.upsample_mode = upsample_mode
+        self.align_corners = align_corners
+        self.concat_channels = sum(self.in_channels[i] for i in self.in_index)
+        # Stream k of an HRNet is at stride 4 * 2**k.
+        self.concat_stride = STEM_STRIDE * 2 ** self.in_index[0]
+
+    def _select(self, inputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        if isinstance(inputs, torch.Tensor) or len(inputs) != len(self.in_channels):
+            n = 1 if isinstance(inputs, torch.Tensor) else len(inputs)
+            raise ValueError(
+                f'{type(self).__name__} got {n} feature maps but in_channels='
+                f'{self.in_channels} declares {len(self.in_channels)}; set in_channels to the '
+                "backbone's out_channels")
+        got = tuple(x.shape[1] for x in inputs)
+        if got != self.in_channels:
+            raise ValueError(
+                f'{type(self).__name__} got feature maps with channels {got} but in_channels='
+                f"{self.in_channels}; set in_channels to the backbone's out_channels "
+                '(HRNet.out_channels)')
+        return [inputs[i] for i in self.in_index]
+
+    def _concat(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return resize_concat(self._select(inputs), mode=self.upsample_mode,
+                             align_corners=self.align_corners)
+
+
+@MODELS.register_module()
+class HRNetConcatNeck(_StreamsNeck):
+    """V2 representation: streams resized to the highest one's size and concatenated.
+
+    Args:
+        in_channels (Sequence[int]): channels of each backbone stream (``HRNet.out_channels``).
+        in_index (Sequence[int], optional): streams to use, highest resolution first; default
+            all. ``[0]`` gives V1.
+        out_channels (int, optional): if set, a ``kernel_size`` conv + norm + act mixes the
+            concatenation to this width; if None (default) the concatenation is the output,
+            ``sum`` of the chosen ``in_channels`` wide.
+        kernel_size (int): of the mixing conv. Default 1.
+        upsample_mode (str): ``'bilinear'`` (default) or ``'nearest'``.
+        align_corners (bool | None): for bilinear. Default False.
+        conv_cfg, norm_cfg, act_cfg (dict): of the mixing conv; defaults no conv_cfg, BN, ReLU.
+        init_cfg (dict, optional): mmengine init config.
+
+    Returns a one-element tuple, so mmseg heads take it with ``in_index=0``.
+
+    Example:
+        >>> import torch
+        >>> neck = HRNetConcatNeck(in_channels=[18, 36, 72, 144])
+        >>> feats = [torch.rand(1, c, 32 // 2**i, 64 // 2**i)
+        ...          for i, c in enumerate([18, 36, 72, 144])]
+        >>> tuple(neck(feats)[0].shape), neck.out_channels, neck.out_strides
+        ((1, 270, 32, 64), (270,), (4,))
+    """
+
+    def __init__(self, in_channels: Sequence[int], *, in_index: Optional[Sequence[int]] = None,
+                 out_channels: Optional[int] = None, kernel_size: int = 1,
+                 upsample_mode: str = 'bilinear', align_corners: Optional[bool] = False,
+                 conv_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = dict(type='BN'),
+                 act_cfg: Optional[dict] = dict(type='ReLU'), init_cfg=None):
+        super().__init__(in_channels, in_index, upsample_mode, align_corners, init_cfg)
+        if out_channels is None:
+            self.mix = nn.Identity()
+            width = self.concat_channels
+        else:
+            self.mix = ConvModule(self.concat_channels, out_channels, kernel_size,
+                                  padding=kernel_size // 2, conv_cfg=conv_cfg,
+                                  norm_cfg=norm_cfg, act_cfg=act_cfg)
+            width = out_channels
+        self.out_channels: Tuple[int, ...] = (width,)
+        self.out_strides: Tuple[int, ...] = (self.concat_stride,)
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor]:
+        return (self.mix(self._concat(inputs)),)
+
+
+@MODELS.register_module()
+class HRNetPyramidNeck(_StreamsNeck):
+    """V2p representation: the V2 concatenation, a 1x1 reduction, ``num_outs`` levels pooled
+    by 2, 4, 8, ... and a 3x3 conv per level.
+
+    Parameter names match mmdet's ``HRFPN`` (``reduction_conv``, ``fpn_convs``), so HRFPN
+    weights load; with ``norm_cfg=None`` (default, as HRFPN) the outputs equal HRFPN's.
+
+    Args:
+        in_channels (Sequence[int]): channels of each backbone stream.
+        out_channels (int): width of every pyramid level. Default 256.
+        num_outs (int): pyramid levels. Default 5.
+        pooling_type (str): ``'AVG'`` (default) or ``'MAX'``.
+        in_index (Sequence[int], optional): streams to concatenate; default all.
+        stride (int): stride of the per-level 3x3 convs. Default 1.
+        upsample_mode, align_corners: how streams are resized (default bilinear, False).
+        conv_cfg, norm_cfg, act_cfg (dict, optional): of every conv; norm and act default None.
+        with_cp (bool): gradient checkpointing of the convs. Default False.
+        init_cfg (dict): default Caffe2Xavier on convs, as HRFPN.
+
+    Example:
+        >>> import torch
+        >>> neck = HRNetPyramidNeck(in_channels=[18, 36, 72, 144], out_channels=64)
+        >>> feats = [torch.rand(1, c, 64 // 2**i, 64 // 2**i)
+        ...          for i, c in enumerate([18, 36, 72, 144])]
+        >>> [tuple(o.shape[-2:]) for o in neck(feats)]
+        [(64, 64), (32, 32), (16, 16), (8, 8), (4, 4)]
+        >>> neck.out_strides
+        (4, 8, 16, 32, 64)
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int = 256, *,
+                 num_outs: int = 5, pooling_type: str = 'AVG',
+                 in_index: Optional[Sequence[int]] = None, stride: int = 1,
+                 upsample_mode: str = 'bilinear', align_corners: Optional[bool] = False,
+                 conv_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = None,
+                 act_cfg: Optional[dict] = None, with_cp: bool = False,
+                 init_cfg=dict(type='Caffe2Xavier', layer='Conv2d')):
+        super().__init__(in_channels, in_index, upsample_mode, align_corners, init_cfg)
+        if pooling_type not in ('AVG', 'MAX'):
+            raise ValueError(f"pooling_type must be 'AVG' or 'MAX', got {pooling_type!r}")
+        if num_outs < 1:
+            raise ValueError(f'num_outs must be >= 1, got {num_outs}')
+        self.num_outs = num_outs
+        self.with_cp = with_cp
+        self.pool = F.avg_pool2d if pooling_type == 'AVG' else F.max_pool2d
+        conv = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
+        self.reduction_conv = ConvModule(self.concat_channels, out_channels, 1, **conv)
+        self.fpn_convs = nn.ModuleList(
+            ConvModule(out_channels, out_channels, 3, padding=1, stride=stride, **conv)
+            for _ in range(num_outs))
+        self.out_channels: Tuple[int, ...] = (out_channels,) * num_outs
+        self.out_strides: Tuple[int, ...] = tuple(
+            self.concat_stride * stride * 2 ** i for i in range(num_outs))
+
+    def _run(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(layer, x, use_reentrant=False)
+        return layer(x)
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        out = self._run(self.reduction_conv, self._concat(inputs))
+        levels = [out] + [self.pool(out, kernel_size=2 ** i, stride=2 ** i)
+                          for i in range(1, self.num_outs)]
+        return tuple(self._run(conv, x) for conv, x in zip(self.fpn_convs, levels))
