@@ -22,11 +22,14 @@ class _ResidualBlock(BaseModule):
     expansion = 1
     depth = 2
 
-    def __init__(self, downsample: Optional[nn.Module], with_cp: bool, init_cfg=None):
+    def __init__(self, with_cp: bool, init_cfg=None):
         super().__init__(init_cfg)
-        self.downsample = downsample if downsample is not None else nn.Identity()
         self.with_cp = with_cp
         self.relu = nn.ReLU(inplace=True)
+
+    def _set_shortcut(self, downsample: Optional[nn.Module]) -> None:
+        # Registered after the convs, so the state dict's key order is the peers' too.
+        self.downsample = downsample if downsample is not None else nn.Identity()
 
     def _add_conv_norm(self, k: int, conv_cfg, norm_cfg, in_ch: int, out_ch: int,
                        kernel_size: int, stride: int = 1) -> None:
@@ -71,9 +74,10 @@ class BasicBlock(_ResidualBlock):
     def __init__(self, in_channels: int, channels: int, stride: int = 1, *,
                  downsample: Optional[nn.Module] = None, with_cp: bool = False,
                  conv_cfg=None, norm_cfg=dict(type='BN'), init_cfg=None):
-        super().__init__(downsample, with_cp, init_cfg)
+        super().__init__(with_cp, init_cfg)
         self._add_conv_norm(1, conv_cfg, norm_cfg, in_channels, channels, 3, stride)
         self._add_conv_norm(2, conv_cfg, norm_cfg, channels, channels, 3)
+        self._set_shortcut(downsample)
 
 
 class Bottleneck(_ResidualBlock):
@@ -85,10 +89,11 @@ class Bottleneck(_ResidualBlock):
     def __init__(self, in_channels: int, channels: int, stride: int = 1, *,
                  downsample: Optional[nn.Module] = None, with_cp: bool = False,
                  conv_cfg=None, norm_cfg=dict(type='BN'), init_cfg=None):
-        super().__init__(downsample, with_cp, init_cfg)
+        super().__init__(with_cp, init_cfg)
         self._add_conv_norm(1, conv_cfg, norm_cfg, in_channels, channels, 1)
         self._add_conv_norm(2, conv_cfg, norm_cfg, channels, channels, 3, stride)
         self._add_conv_norm(3, conv_cfg, norm_cfg, channels, channels * self.expansion, 1)
+        self._set_shortcut(downsample)
 
 
 BLOCKS = {'BASIC': BasicBlock, 'BOTTLENECK': Bottleneck}

@@ -126,7 +126,7 @@ class HRModule(BaseModule):
         super().__init__(init_cfg)
         self.num_branches = len(channels)
         self.upsample_mode = upsample_mode
-        self.align_corners = align_corners if upsample_mode == 'bilinear' else None
+        self.align_corners = align_corners
         self.branches = nn.ModuleList(
             make_res_layer(block, cin, c, n, with_cp=with_cp, conv_cfg=conv_cfg,
                            norm_cfg=norm_cfg)
@@ -169,6 +169,7 @@ class HRModule(BaseModule):
         x = [branch(xi) for branch, xi in zip(self.branches, x)]
         if len(self.fuse_layers) == 0:
             return x
+        align_corners = self.align_corners if self.upsample_mode == 'bilinear' else None
         outs = []
         for i, row in enumerate(self.fuse_layers):
             y = None
@@ -176,7 +177,7 @@ class HRModule(BaseModule):
                 z = layer(x[j])
                 if j > i:
                     z = F.interpolate(z, size=x[i].shape[-2:], mode=self.upsample_mode,
-                                      align_corners=self.align_corners)
+                                      align_corners=align_corners)
                 y = z if y is None else y + z
             outs.append(self.relu(y))
         return outs

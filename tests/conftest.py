@@ -1,0 +1,47 @@
+import logging
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+# mmengine logs one line per initialised parameter; keep test output readable.
+MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def quiet(module):
+    """``init_weights`` without mmengine's per-parameter log lines."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        module.init_weights()
+    finally:
+        logger.setLevel(level)
+    return module
+
+
+def run_cli(args, cwd=REPO, timeout=900):
+    """Run a command line as a user would; fail the test with its output if it fails."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
+    proc = subprocess.run(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f'{" ".join(args)} exited {proc.returncode}:\n{proc.stdout[-6000:]}')
+    return proc.stdout
+
+
+@pytest.fixture(scope='session')
+def street_data(tmp_path_factory):
+    """A small copy of the procedural Cityscapes-layout dataset (8 train, 4 val images)."""
+    from hrnet_mm.demo_data import make_dataset
+    root = tmp_path_factory.mktemp('street')
+    make_dataset(str(root), num_train=8, num_val=4, size=(128, 256), seed=1)
+    return str(root)

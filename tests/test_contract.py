@@ -1,0 +1,191 @@
+"""One contract over every preset and every representation: backbone (all streams), V2
+concat neck, V2p pyramid neck. Shapes follow the declared channels and strides; gradients reach
+every parameter; odd sizes work in both upsample modes."""
+import functools
+import math
+
+import pytest
+import torch
+
+from hrnet_mm import ARCH_ZOO, HRNet, HRNetConcatNeck, HRNetPyramidNeck
+
+from .conftest import quiet
+
+PRESETS = list(ARCH_ZOO)
+KINDS = ['backbone', 'concat', 'pyramid']
+
+
+@functools.lru_cache(maxsize=2)
+def cached_backbone(arch, upsample_mode):
+    """Big presets take seconds to build: shape tests share one per (arch, mode)."""
+    return HRNet(arch, upsample_mode=upsample_mode).eval()
+
+
+def attach(backbone, kind):
+    """``(model, declared)``: the backbone alone or followed by a neck read off its channels."""
+    if kind == 'backbone':
+        return backbone, backbone
+    neck_cls = HRNetConcatNeck if kind == 'concat' else HRNetPyramidNeck
+    neck_kw = dict(upsample_mode=backbone.upsample_mode)
+    if kind == 'pyramid':
+        neck_kw['out_channels'] = 32
+    neck = quiet(neck_cls(backbone.out_channels, **neck_kw))
+    return torch.nn.Sequential(backbone, neck), neck
+
+
+def build(arch, kind, **kw):
+    return attach(quiet(HRNet(arch, **kw)), kind)
+
+
+def stream_size(n, stride):
+    """Rows (or columns) of a stride-``stride`` stream: stride-2 convs with padding 1 round up."""
+    for _ in range(int(math.log2(stride))):
+        n = math.ceil(n / 2)
+    return n
+
+
+def expected_sizes(kind, declared, h, w):
+    if kind != 'pyramid':
+        return [(stream_size(h, s), stream_size(w, s)) for s in declared.out_strides]
+    h0, w0 = stream_size(h, 4), stream_size(w, 4)
+    # Pyramid levels are pooled from the 1/4 map with floor division.
+    return [(h0 // (s // 4), w0 // (s // 4)) for s in declared.out_strides]
+
+
+@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('arch', PRESETS)
+def test_shapes_follow_declared_channels_and_strides(arch, kind):
+    for mode in ('bilinear', 'nearest'):
+        model, declared = attach(cached_backbone(arch, mode), kind)
+        model.eval()
+        for h, w in ((64, 96), (97, 131)):
+            with torch.no_grad():
+                outs = model(torch.rand(1, 3, h, w))
+            assert isinstance(outs, tuple)
+            assert [o.shape[1] for o in outs] == list(declared.out_channels)
+            assert [tuple(o.shape[-2:]) for o in outs] == expected_sizes(kind, declared, h, w)
+            assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('arch', PRESETS)
+def test_gradients_reach_every_parameter(arch, kind):
+    model, _ = attach(HRNet(arch), kind)
+    model.train()
+    outs = model(torch.rand(2, 3, 64, 64))
+    sum(o.square().mean() for o in outs).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing, f'no gradient reached: {missing[:10]}'
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_with_cp_gives_same_outputs_and_gradients(kind):
+    torch.manual_seed(0)
+    plain, _ = build('w18_small', kind)
+    cp_model, _ = build('w18_small', kind, with_cp=True)
+    cp_model.load_state_dict(plain.state_dict())
+    if kind == 'pyramid':
+        cp_model[1].with_cp = True
+    x = torch.rand(2, 3, 64, 96)
+    results = []
+    for model in (plain, cp_model):
+        model.train()
+        outs = model(x.clone().requires_grad_())
+        sum(o.square().mean() for o in outs).backward()
+        results.append((outs, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (o1, g1), (o2, g2) = results
+    for a, b in zip(o1, o2):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize('frozen', [-1, 0, 1, 2, 3, 4])
+def test_frozen_stages_stay_frozen(frozen):
+    net = quiet(HRNet('w18_small', frozen_stages=frozen))
+    assert net.train() is net and net.eval() is net  # train()/eval() return the module
+    net.train()
+    frozen_mods = [m for i in range(frozen + 1) for m in net._stage_modules(i)]
+    frozen_params = {id(p) for m in frozen_mods for p in m.parameters()}
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    sum(o.mean() for o in net(x)).backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    for n, p in net.named_parameters():
+        if id(p) in frozen_params:
+            assert not p.requires_grad and p.grad is None, n
+            assert torch.equal(p, before[n]), n
+        else:
+            assert p.requires_grad, n
+    for m in frozen_mods:
+        for sub in m.modules():
+            if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm):
+                assert not sub.training
+    trainable_norms = [m for m in net.modules()
+                       if isinstance(m, torch.nn.BatchNorm2d)
+                       and not any(m is s for f in frozen_mods for s in f.modules())]
+    assert all(m.training for m in trainable_norms)
+    assert len(frozen_params) == 0 if frozen == -1 else len(frozen_params) > 0
+
+
+def test_norm_eval_keeps_norms_in_eval_while_training():
+    net = HRNet('w18_small', norm_eval=True).train()
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    assert net.training
+
+
+def test_zero_init_residual_zeroes_each_last_norm():
+    from hrnet_mm.models.blocks import _ResidualBlock
+    net = quiet(HRNet('w18_small', zero_init_residual=True))
+    blocks = [m for m in net.modules() if isinstance(m, _ResidualBlock)]
+    assert len(blocks) == 1 + 2 * 2 + 2 * 3 + 2 * 4  # stage 1..4 units of w18_small
+    assert all(b.last_norm.weight.abs().sum() == 0 for b in blocks)
+    net = quiet(HRNet('w18_small'))
+    assert all(b.last_norm.weight.abs().sum() > 0 for b in net.modules()
+               if isinstance(b, _ResidualBlock))
+
+
+def test_w48_has_mmseg_parameter_count():
+    net = HRNet('w48')
+    assert sum(p.numel() for p in net.parameters()) == 65_325_120
+
+
+def test_presets_are_deep_copied_before_overrides():
+    before = repr(ARCH_ZOO['w18'])
+    net = HRNet('w18', extra=dict(stage4=dict(num_modules=1)))
+    assert len(net.stage4) == 1
+    assert repr(ARCH_ZOO['w18']) == before
+    assert len(HRNet('w18').stage4) == 3
+
+
+def test_multiscale_output_false_gives_v1_only():
+    net = HRNet('w18_small', multiscale_output=False).eval()
+    outs = net(torch.rand(1, 3, 64, 64))
+    assert len(outs) == 1 and net.out_channels == (16,) and net.out_strides == (4,)
+    assert len(net.stage4[-1].fuse_layers) == 1
+
+
+def test_concat_neck_in_index_gives_v1():
+    net = HRNet('w18_small').eval()
+    neck = HRNetConcatNeck(net.out_channels, in_index=[0])
+    feats = net(torch.rand(1, 3, 64, 64))
+    (out,) = neck(feats)
+    assert torch.equal(out, feats[0]) and neck.out_channels == (16,)
+
+
+def test_concat_neck_mixing_conv():
+    neck = HRNetConcatNeck([16, 32, 64, 128], out_channels=48, kernel_size=3)
+    feats = [torch.rand(2, c, 32 >> i, 48 >> i) for i, c in enumerate([16, 32, 64, 128])]
+    (out,) = neck(feats)
+    assert out.shape == (2, 48, 32, 48) and neck.out_channels == (48,)
+
+
+def test_pyramid_neck_honours_norm_cfg():
+    neck = HRNetPyramidNeck([16, 32, 64, 128], 32, norm_cfg=dict(type='BN'))
+    assert isinstance(neck.reduction_conv.norm, torch.nn.BatchNorm2d)
+    assert all(isinstance(c.norm, torch.nn.BatchNorm2d) for c in neck.fpn_convs)
+    assert neck.reduction_conv.conv.bias is None
