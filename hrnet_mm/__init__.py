@@ -7,7 +7,8 @@ and write ``type='hrnet_mm.HRNet'``, ``'hrnet_mm.HRNetConcatNeck'`` or
 from .checkpoint import allow_runner_checkpoints
 from .models import (ARCH_ZOO, HRModule, HRNet, HRNetConcatNeck, HRNetPyramidNeck,
                      resize_concat)
-from .registry import MODELS
+from .fast import FastInferenceHook, optimize_for_inference
+from .registry import HOOKS, MODELS
 
 __version__ = '0.1.0'
 
@@ -15,5 +16,6 @@ __version__ = '0.1.0'
 # few plain-data classes are allowlisted (see hrnet_mm.checkpoint).
 allow_runner_checkpoints()
 
-__all__ = ['ARCH_ZOO', 'HRModule', 'HRNet', 'HRNetConcatNeck', 'HRNetPyramidNeck', 'MODELS',
-           'allow_runner_checkpoints', 'resize_concat', '__version__']
+__all__ = ['ARCH_ZOO', 'FastInferenceHook', 'HOOKS', 'HRModule', 'HRNet', 'HRNetConcatNeck',
+           'HRNetPyramidNeck', 'MODELS', 'allow_runner_checkpoints', 'optimize_for_inference',
+           'resize_concat', '__version__']

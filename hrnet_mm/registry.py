@@ -6,8 +6,11 @@ their default scopes resolves ``type='hrnet_mm.HRNet'`` here (mmengine imports
 ``hrnet_mm.registry`` on demand and searches the root's children), while a plain
 ``type='HRNet'`` keeps meaning that toolbox's own HRNet.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS, scope='hrnet_mm', locations=['hrnet_mm.models'])
+
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='hrnet_mm', locations=['hrnet_mm.fast'])

@@ -358,15 +358,47 @@ class HRNet(BaseModule):
                     p.requires_grad = False
 
     def init_weights(self) -> None:
-        super().init_weights()
-        pretrained = any(isinstance(c, dict) and c.get('type') == 'Pretrained'
-                         for c in (self.init_cfg if isinstance(self.init_cfg, list)
-                                   else [self.init_cfg]))
+        pretrained = [c for c in (self.init_cfg if isinstance(self.init_cfg, list)
+                                  else [self.init_cfg])
+                      if isinstance(c, dict) and c.get('type') == 'Pretrained']
+        try:
+            super().init_weights()
+        except Exception as err:
+            if not pretrained:
+                raise
+            source = pretrained[0].get('checkpoint')
+            raise RuntimeError(
+                f'HRNet could not load its pretrained weights from {source!r} '
+                f'({type(err).__name__}: {err}). To train without them (from scratch), add '
+                '`--cfg-options model.pretrained=None` to mim train (or set '
+                'model.backbone.init_cfg=None), or use the *_scratch config; to use a local '
+                "copy, set model.pretrained='/path/to/hrnetv2_wXX.pth'.") from err
         if self.zero_init_residual and not pretrained:
             from .blocks import _ResidualBlock
             for m in self.modules():
                 if isinstance(m, _ResidualBlock):
                     constant_init(m.last_norm, 0)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # mmengine's non-strict loading (Pretrained init, load_from) only warns about shape
+        # mismatches and carries on with those tensors left out; refuse instead, naming widths.
+        own = self.state_dict()
+        wrong = [(k, tuple(state_dict[prefix + k].shape), tuple(v.shape))
+                 for k, v in own.items()
+                 if prefix + k in state_dict and state_dict[prefix + k].shape != v.shape]
+        if wrong:
+            key = 'stage2.0.branches.0.0.conv1.weight'
+            theirs = state_dict.get(prefix + key)
+            width = f' (its first stream is {theirs.shape[0]} wide, ours {own[key].shape[0]})' \
+                if theirs is not None and theirs.dim() == 4 else ''
+            raise ValueError(
+                f'checkpoint does not fit this HRNet (arch={self.arch!r}){width}: '
+                f'{len(wrong)} tensors differ in shape, e.g. {wrong[0][0]}: {wrong[0][1]} in the '
+                f'checkpoint vs {wrong[0][2]} here. Build the arch the checkpoint was trained '
+                'with, or use a checkpoint of this width.')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def train(self, mode: bool = True) -> 'HRNet':
         super().train(mode)
@@ -377,7 +409,41 @@ class HRNet(BaseModule):
                     m.eval()
         return self
 
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Say what is wrong with a bad batch, and how to fix it, before any layer does."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'HRNet expects a torch.Tensor batch, got {type(x).__name__}')
+        if x.dim() != 4:
+            hint = (' (a single image: add the batch dimension with x[None])'
+                    if x.dim() == 3 else '')
+            raise ValueError(f'HRNet expects an N x C x H x W batch, got shape '
+                             f'{tuple(x.shape)}{hint}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'HRNet was built for {self.in_channels}-channel images but got '
+                f'{x.shape[1]} channels (shape {tuple(x.shape)}); convert the images (e.g. '
+                f'grayscale to RGB) or build HRNet(in_channels={x.shape[1]})')
+        if not x.is_floating_point():
+            raise TypeError(
+                f'HRNet expects a floating-point batch, got {x.dtype}; normalise the images '
+                "first (mmseg's SegDataPreProcessor does) or call x.float()")
+        if 0 in x.shape:
+            raise ValueError(f'HRNet got an empty batch of shape {tuple(x.shape)}')
+        if self.training and x.shape[0] == 1:
+            h, w = x.shape[-2:]
+            for _ in range(2 + self.stages_cfg['stage4']['num_branches'] - 1):
+                h, w = (h + 1) // 2, (w + 1) // 2
+            if h * w == 1:
+                raise ValueError(
+                    f'A {tuple(x.shape[-2:])} image is too small to train on one at a time: '
+                    'the lowest-resolution stream is 1x1 and batch norm needs more than one '
+                    'value per channel; use crops of at least 33 px a side or batches of 2+')
+        if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+            raise ValueError('HRNet input contains NaN or inf values; check the image loading '
+                             'and normalisation (std of 0?)')
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self._check_input(x)
         x = self.relu(self.norm1(self.conv1(x)))
         x = self.relu(self.norm2(self.conv2(x)))
         feats = [self.layer1(x)]

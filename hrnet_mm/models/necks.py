@@ -192,6 +192,8 @@ class HRNetPyramidNeck(_StreamsNeck):
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         out = self._run(self.reduction_conv, self._concat(inputs))
-        levels = [out] + [self.pool(out, kernel_size=2 ** i, stride=2 ** i)
+        # ceil_mode: sizes that are not multiples of 2**i keep their border (and a map smaller
+        # than the window still gives one cell); at multiples it equals HRFPN's floor pooling.
+        levels = [out] + [self.pool(out, kernel_size=2 ** i, stride=2 ** i, ceil_mode=True)
                           for i in range(1, self.num_outs)]
         return tuple(self._run(conv, x) for conv, x in zip(self.fpn_convs, levels))

@@ -1,0 +1,80 @@
+"""Every shipped config parses, builds through mmseg's registry and runs forward small."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import DefaultScope
+
+from .conftest import REPO, quiet
+
+CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py'))
+                 + glob.glob(osp.join(REPO, 'configs', 'examples', '*.py')))
+
+
+def build_model(path):
+    cfg = Config.fromfile(path)  # imports hrnet_mm through custom_imports
+    assert cfg.custom_imports['imports'] == ['hrnet_mm']
+    if 'pretrained' in cfg.model:
+        cfg.model.pretrained = None
+    cfg.model.backbone.init_cfg = None  # no ImageNet download in tests
+    scope = cfg.default_scope
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        model = revert_sync_batchnorm(registry.build(cfg.model))
+    return cfg, quiet(model)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_config_builds_and_runs_forward(path):
+    cfg, model = build_model(path)
+    assert type(model.backbone).__module__.startswith('hrnet_mm')
+    model.eval()
+    with torch.no_grad():
+        if cfg.default_scope == 'mmseg':
+            out = model._forward(torch.rand(1, 3, 64, 128))
+            head = cfg.model.decode_head
+            num_classes = (head[-1] if isinstance(head, list) else head)['num_classes']
+            assert out.shape == (1, num_classes, 16, 32)
+        elif cfg.default_scope == 'mmpose':
+            w, h = cfg.codec['input_size']
+            out = model._forward(torch.rand(1, 3, h, w))
+            hw, hh = cfg.codec['heatmap_size']
+            assert out.shape == (1, 17, hh, hw)
+        else:
+            feats = model.extract_feat(torch.rand(1, 3, 128, 160))
+            assert [tuple(f.shape[1:]) for f in feats] == [
+                (256, 32 >> i, 40 >> i) for i in range(5)]
+            assert model.neck.out_strides == tuple(cfg.model.rpn_head.anchor_generator.strides)
+
+
+def test_pose_w32_has_the_papers_size():
+    from mmengine.analysis import get_model_complexity_info
+    cfg, model = build_model(osp.join(REPO, 'configs', 'hrnet_w32_coco_256x192.py'))
+    params = sum(p.numel() for p in model.parameters())
+    assert round(params / 1e6, 1) == 28.5, params
+    model.eval()
+    flops = get_model_complexity_info(model, input_shape=(3, 256, 192),
+                                      show_table=False, show_arch=False)['flops']
+    assert abs(flops / 1e9 - 7.1) < 0.15, flops
+
+
+@pytest.mark.parametrize('name, width', [('hrnet_w48_cityscapes.py', 48),
+                                         ('hrnet_w18_cityscapes.py', 18)])
+def test_widths_are_stated_once_and_reach_every_part(name, width):
+    cfg = Config.fromfile(osp.join(REPO, 'configs', name))
+    streams = [width * 2 ** i for i in range(4)]
+    assert cfg.model.backbone.arch == f'w{width}'
+    assert cfg.model.neck.in_channels == streams
+    assert cfg.model.decode_head.in_channels == sum(streams)
+    assert cfg.model.pretrained == f'open-mmlab://msra/hrnetv2_w{width}'
+
+
+def test_unreachable_imagenet_weights_say_how_to_train_without_them(tmp_path):
+    from hrnet_mm import HRNet
+    missing = str(tmp_path / 'hrnetv2_w18_small.pth')
+    net = HRNet('w18_small', pretrained=missing)
+    with pytest.raises(RuntimeError, match=r'model\.pretrained=None'):
+        net.init_weights()

@@ -1,0 +1,81 @@
+"""End to end as users run it: mim train -> checkpoint -> mim test, with mmseg's own tools."""
+import glob
+import os.path as osp
+import re
+import shutil
+import sys
+
+import torch
+
+import hrnet_mm  # noqa: F401
+
+from .conftest import REPO, run_cli
+
+
+def data_options(root):
+    return ['--cfg-options'] + [f'{split}_dataloader.dataset.data_root={root}'
+                                for split in ('train', 'val', 'test')]
+
+
+def last_checkpoint(work_dir):
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        return f.read().strip()
+
+
+def test_stock_mmseg_config_with_swapped_backbone(street_data, tmp_path):
+    cfg = osp.join(REPO, 'tests', 'configs', 'stock_fcn_hr18_swapped.py')
+    work = str(tmp_path / 'train')
+    log = run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', work]
+                  + data_options(street_data))
+    assert 'SyncBatchNorm (SyncBN) layers in the model will be automatically reverted' in log
+    ckpt = last_checkpoint(work)
+    assert osp.basename(ckpt) == 'iter_4.pth'
+    state = torch.load(ckpt, map_location='cpu')  # weights_only stays on
+    assert any(k.startswith('backbone.stage4.') for k in state['state_dict'])
+    out = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', ckpt,
+                   '--work-dir', str(tmp_path / 'test')] + data_options(street_data))
+    miou = re.findall(r'mIoU: ([0-9.]+)', out)
+    assert miou and 0 <= float(miou[-1]) <= 100
+
+
+def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(street_data, tmp_path):
+    cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
+    work = str(tmp_path / 'train')
+    run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', work]
+            + data_options(street_data))
+    ckpt = last_checkpoint(work)
+    out = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', ckpt,
+                   '--work-dir', str(tmp_path / 'test')] + data_options(street_data)
+                  + [f'test_evaluator.1.output_dir={tmp_path / "cs"}'])
+    assert re.search(r'mIoU: [0-9.]+', out)
+    # CityscapesMetric reports cityscapesscripts' averages.
+    assert re.search(r'Cityscapes/mIoU: [0-9.]+', out), out[-3000:]
+    # Resume from the checkpoint, as after a crash: training continues from iteration 2.
+    shutil.copytree(work, tmp_path / 'resumed')
+    log = run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', str(tmp_path / 'resumed'),
+                   '--resume'] + data_options(street_data))
+    assert re.search(r'resumed (from )?(checkpoint|epoch|iter)|Auto resumed|Load checkpoint',
+                     log, re.I), log[-3000:]
+
+
+def test_mmseg_analysis_tools_run_on_our_config(street_data, tmp_path):
+    import mmseg
+    tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'analysis_tools')
+    cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
+    out = run_cli([sys.executable, osp.join(tools, 'get_flops.py'), cfg, '--shape', '128', '256'])
+    assert re.search(r'Flops: [0-9.]+ ?[GM]', out), out[-2000:]
+
+
+def test_distributed_two_cpu_processes_on_gloo(street_data, tmp_path):
+    import mmseg
+    train = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
+    cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
+    work = str(tmp_path / 'dist')
+    # SyncBN needs CUDA; on CPU processes the norms are plain BN.
+    log = run_cli([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+                   '--master_port=29611', train, cfg, '--launcher', 'pytorch', '--work-dir', work]
+                  + data_options(street_data)
+                  + ['env_cfg.dist_cfg.backend=gloo', 'model.backbone.norm_cfg.type=BN',
+                     'model.decode_head.norm_cfg.type=BN'])
+    assert 'Distributed launcher: pytorch' in log or 'distributed: True' in log, log[-3000:]
+    assert osp.exists(osp.join(work, 'iter_4.pth'))

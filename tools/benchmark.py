@@ -1,0 +1,217 @@
+"""hrnet_mm against mmseg's HRNet, same architecture and same weights, in one run.
+
+    python tools/benchmark.py --arch w48 --size 512 1024 --device cpu --json out.json
+
+For each side it measures inference latency (median of --iters after --warmup, batch
+--batch), a training step (forward, backward, SGD step; batch --train-batch), peak training
+memory (CUDA: max_memory_allocated; CPU: peak resident memory of a child process that runs one
+training step, minus its resident memory before it), and the outputs' max |diff|. hrnet_mm
+infers through its fast path (norms folded into convs, channels-last; on CUDA optionally bf16
+autocast / torch.compile) and trains through its plain path; mmseg runs eager fp32 as shipped.
+It prints a table with ratios and writes JSON with ``speedup_infer``, ``speedup_train``,
+``max_abs_diff`` and the rest. timm's HRNet is compared only where it imports (it needs
+torchvision, which this project does not install next to CPU torch).
+"""
+import argparse
+import copy
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def quiet_logs():
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine').setLevel(logging.ERROR)
+
+
+def build_pair(arch, device):
+    """(mmseg HRNet, hrnet_mm HRNet) with identical random weights and norm statistics."""
+    from mmseg.models.backbones import HRNet as SegHRNet
+
+    from hrnet_mm import ARCH_ZOO, HRNet
+    torch.manual_seed(0)
+    ref = SegHRNet(extra=copy.deepcopy({k: dict(v) for k, v in ARCH_ZOO[arch].items()}))
+    ref.init_weights()
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    ours = HRNet(arch, upsample_mode='bilinear')
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref.to(device), ours.to(device)
+
+
+def sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def median_time(fn, device, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def train_step_fn(model, x):
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = sum(o.float().mean() for o in model(x))
+        loss.backward()
+        opt.step()
+    return step
+
+
+def memory_probe(args):
+    """Child process: one warm training step, print peak RSS growth (bytes) as JSON."""
+    quiet_logs()
+    ref, ours = build_pair(args.arch, 'cpu')
+    model = {'mmseg': ref, 'hrnet_mm': ours}[args.probe]
+    if args.with_cp:
+        for m in model.modules():
+            if hasattr(m, 'with_cp'):
+                m.with_cp = True
+    x = torch.randn(args.train_batch, 3, *args.size)
+    step = train_step_fn(model, x)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({'peak_bytes': peak - rss_before}))
+
+
+def cpu_peak(args, side, with_cp=False):
+    cmd = [sys.executable, __file__, '--arch', args.arch, '--size', *map(str, args.size),
+           '--train-batch', str(args.train_batch), '--probe', side]
+    if with_cp:
+        cmd.append('--with-cp')
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])['peak_bytes']
+
+
+def cuda_peak(model, x):
+    step = train_step_fn(model, x)
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arch', default='w48', choices=['w18_small', 'w18', 'w48'])
+    parser.add_argument('--size', type=int, nargs=2, default=[512, 1024], metavar=('H', 'W'))
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch', type=int, default=1, help='inference batch')
+    parser.add_argument('--train-batch', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--skip-train', action='store_true')
+    parser.add_argument('--bf16', action='store_true', help='CUDA: bf16 autocast for ours')
+    parser.add_argument('--compile', action='store_true', help='torch.compile our fast path')
+    parser.add_argument('--json', help='write the results here')
+    parser.add_argument('--probe', help=argparse.SUPPRESS)
+    parser.add_argument('--with-cp', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        return memory_probe(args)
+
+    quiet_logs()
+    from hrnet_mm.fast import optimize_for_inference
+    dev = args.device
+    ref, ours = build_pair(args.arch, dev)
+    ref.eval()
+    fast = optimize_for_inference(copy.deepcopy(ours))
+    if args.compile:
+        fast = torch.compile(fast)
+    x = torch.randn(args.batch, 3, *args.size, device=dev)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=args.bf16)
+
+    with torch.no_grad():
+        a = ref(x)
+        with autocast:
+            b = fast(x_cl)
+        max_abs_diff = max((u.float() - v.float()).abs().max().item() for u, v in zip(a, b))
+
+        def run_ref():
+            ref(x)
+
+        def run_fast():
+            with autocast:
+                fast(x_cl)
+        t_ref = median_time(run_ref, dev, args.warmup, args.iters)
+        t_fast = median_time(run_fast, dev, args.warmup, args.iters)
+
+    res = dict(arch=args.arch, size=args.size, device=dev, batch=args.batch,
+               machine=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
+               torch=torch.__version__, date=time.strftime('%Y-%m-%d'),
+               infer_s_mmseg=t_ref, infer_s_hrnet_mm=t_fast, speedup_infer=t_ref / t_fast,
+               max_abs_diff=max_abs_diff, timm='not compared: timm needs torchvision')
+    if dev.startswith('cuda'):
+        res['gpu'] = torch.cuda.get_device_name()
+
+    if not args.skip_train:
+        xt = torch.randn(args.train_batch, 3, *args.size, device=dev)
+        t_ref_train = median_time(train_step_fn(ref, xt), dev, 1, max(2, args.iters // 2))
+        t_ours_train = median_time(train_step_fn(ours, xt), dev, 1, max(2, args.iters // 2))
+        res.update(train_batch=args.train_batch, train_s_mmseg=t_ref_train,
+                   train_s_hrnet_mm=t_ours_train, speedup_train=t_ref_train / t_ours_train)
+        if dev.startswith('cuda'):
+            peak = cuda_peak(ours, xt)
+            for m in ours.modules():
+                if hasattr(m, 'with_cp'):
+                    m.with_cp = True
+            peak_cp = cuda_peak(ours, xt)
+            peak_ref = cuda_peak(ref, xt)
+        else:
+            peak_ref, peak = cpu_peak(args, 'mmseg'), cpu_peak(args, 'hrnet_mm')
+            peak_cp = cpu_peak(args, 'hrnet_mm', with_cp=True)
+        res.update(train_peak_bytes_mmseg=peak_ref, train_peak_bytes_hrnet_mm=peak,
+                   train_peak_bytes_hrnet_mm_with_cp=peak_cp, with_cp_memory_ratio=peak_cp / peak)
+
+    rows = [('inference latency (s, median)', 'infer_s_mmseg', 'infer_s_hrnet_mm', 'speedup_infer'),
+            ('training step (s, median)', 'train_s_mmseg', 'train_s_hrnet_mm', 'speedup_train')]
+    print(f"HRNet-{args.arch} {args.size[0]}x{args.size[1]} on {dev} "
+          f"({res['threads']} threads, torch {torch.__version__})")
+    print(f"{'':34}{'mmseg':>12}{'hrnet_mm':>12}{'ratio':>10}")
+    for label, k1, k2, kr in rows:
+        if k1 in res:
+            print(f'{label:34}{res[k1]:12.4f}{res[k2]:12.4f}{res[kr]:9.2f}x')
+    if 'train_peak_bytes_mmseg' in res:
+        mb = 2 ** 20
+        print(f"{'training peak memory (MiB)':34}{res['train_peak_bytes_mmseg'] / mb:12.1f}"
+              f"{res['train_peak_bytes_hrnet_mm'] / mb:12.1f}")
+        print(f"{'  hrnet_mm with_cp (MiB, ratio)':34}{'':12}"
+              f"{res['train_peak_bytes_hrnet_mm_with_cp'] / mb:12.1f}"
+              f"{res['with_cp_memory_ratio']:9.2f}x")
+    print(f'max |diff| of outputs (fast path vs mmseg): {max_abs_diff:.2e}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
