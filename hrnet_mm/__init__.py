@@ -5,6 +5,7 @@ and write ``type='hrnet_mm.HRNet'``, ``'hrnet_mm.HRNetConcatNeck'`` or
 ``'hrnet_mm.HRNetPyramidNeck'``.
 """
 from .checkpoint import allow_runner_checkpoints
+from .dist import enable_cpu_distributed
 from .models import (ARCH_ZOO, HRModule, HRNet, HRNetConcatNeck, HRNetPyramidNeck,
                      resize_concat)
 from .fast import FastInferenceHook, optimize_for_inference
@@ -15,6 +16,8 @@ __version__ = '0.1.0'
 # Checkpoints written by mmengine's Runner load under torch's weights_only=True once their
 # few plain-data classes are allowlisted (see hrnet_mm.checkpoint).
 allow_runner_checkpoints()
+# mmengine's pytorch launcher on CPU-only machines (see hrnet_mm.dist).
+enable_cpu_distributed()
 
 __all__ = ['ARCH_ZOO', 'FastInferenceHook', 'HOOKS', 'HRModule', 'HRNet', 'HRNetConcatNeck',
            'HRNetPyramidNeck', 'MODELS', 'allow_runner_checkpoints', 'optimize_for_inference',

@@ -5,6 +5,7 @@
     root/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     root/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png
     root/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+    root/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png
 
 so mmseg's ``CityscapesDataset`` (train ids) and ``CityscapesMetric`` (label ids, through
 cityscapesscripts) read it unchanged. Each scene is drawn in depth order with perspective:
@@ -40,12 +41,15 @@ class _Canvas:
     def __init__(self, h: int, w: int):
         self.img = np.zeros((h, w, 3), np.uint8)
         self.lbl = np.full((h, w), 255, np.uint8)
+        self.inst = np.zeros((h, w), np.int32)  # object index while drawing a person or car
+        self.instance = 0
         self.h, self.w = h, w
 
     def poly(self, pts, color, cls):
         pts = np.asarray(pts, np.int32).reshape(-1, 1, 2)
         cv2.fillPoly(self.img, [pts], color)
         cv2.fillPoly(self.lbl, [pts], int(cls))
+        cv2.fillPoly(self.inst, [pts], self.instance)
 
     def rect(self, x0, y0, x1, y1, color, cls):
         self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], color, cls)
@@ -55,6 +59,8 @@ class _Canvas:
                     color, -1)
         cv2.ellipse(self.lbl, (int(cx), int(cy)), (max(int(ax), 1), max(int(ay), 1)), 0, 0, 360,
                     int(cls), -1)
+        cv2.ellipse(self.inst, (int(cx), int(cy)), (max(int(ax), 1), max(int(ay), 1)), 0, 0,
+                    360, self.instance, -1)
 
     def texture(self, rng, cls, amp):
         """Add per-pixel noise, scaled by ``amp``, where the label is ``cls``."""
@@ -64,9 +70,10 @@ class _Canvas:
             self.img[m] = np.clip(self.img[m].astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
-def draw_scene(rng: np.random.Generator, h: int = 256, w: int = 512) -> Tuple[np.ndarray,
-                                                                                np.ndarray]:
-    """One street scene: (RGB uint8 image h x w x 3, train-id uint8 map h x w)."""
+def draw_scene(rng: np.random.Generator, h: int = 256, w: int = 512
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One street scene: RGB uint8 image (h x w x 3), train-id uint8 map, and the Cityscapes
+    instance-id map (uint16: label id, or label id * 1000 + k for the k-th person or car)."""
     c = _Canvas(h, w)
     T = TRAIN_IDS
     horizon = int(h * rng.uniform(0.36, 0.5))
@@ -153,7 +160,8 @@ def draw_scene(rng: np.random.Generator, h: int = 256, w: int = 512) -> Tuple[np
     for _ in range(rng.integers(1, 5)):
         items.append(('person', rng.uniform(0.15, 1.0), rng.choice([-1, 1])))
     items.sort(key=lambda it: it[1])
-    for kind, depth, side in items:
+    for n, (kind, depth, side) in enumerate(items):
+        c.instance = n + 1 if kind in ('car', 'person') else 0
         y = horizon + depth * (h - horizon)  # ground contact row
         s = max(depth, 0.08)  # perspective scale
         if kind == 'tree':
@@ -204,13 +212,20 @@ def draw_scene(rng: np.random.Generator, h: int = 256, w: int = 512) -> Tuple[np
             c.rect(gx + 1 * s, y - ph * 0.45, gx + 5 * s, y, (40, 40, 70), T['person'])
             c.rect(gx - 8 * s, y - ph * 0.85, gx + 8 * s, y - ph * 0.43, shirt, T['person'])
             c.ellipse(gx, y - ph * 0.92, 6 * s + 0.5, 7 * s + 0.5, skin, T['person'])
+    c.instance = 0
     c.texture(rng, T['vegetation'], 18)
 
     # Camera: lighting, slight blur and sensor noise; labels keep their pixels.
     img = c.img.astype(np.float32) * rng.uniform(0.75, 1.2) + rng.uniform(-15, 15)
     img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.3, 0.9))
     img += rng.normal(0, 4, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), c.lbl
+    label_ids = TRAIN_TO_LABEL_ID[c.lbl].astype(np.int32)
+    instances = label_ids.copy()
+    for cls in (T['person'], T['car']):
+        ids = np.unique(c.inst[(c.lbl == cls) & (c.inst > 0)])
+        for k, obj in enumerate(ids):
+            instances[(c.lbl == cls) & (c.inst == obj)] = int(TRAIN_TO_LABEL_ID[cls]) * 1000 + k
+    return np.clip(img, 0, 255).astype(np.uint8), c.lbl, instances.astype(np.uint16)
 
 
 def make_dataset(root: str, *, num_train: int = 120, num_val: int = 24, size=(256, 512),
@@ -226,14 +241,16 @@ def make_dataset(root: str, *, num_train: int = 120, num_val: int = 24, size=(25
             gt_dir = osp.join(root, 'gtFine', split, city)
             img_path = osp.join(img_dir, f'{stem}_leftImg8bit.png')
             ids_path = osp.join(gt_dir, f'{stem}_gtFine_labelIds.png')
-            if osp.exists(img_path) and osp.exists(ids_path):
+            inst_path = osp.join(gt_dir, f'{stem}_gtFine_instanceIds.png')
+            if all(osp.exists(p) for p in (img_path, ids_path, inst_path)):
                 continue
             os.makedirs(img_dir, exist_ok=True)
             os.makedirs(gt_dir, exist_ok=True)
             rng = np.random.default_rng([seed, 0 if split == 'train' else 1, i])
-            img, lbl = draw_scene(rng, *size)
+            img, lbl, instances = draw_scene(rng, *size)
             cv2.imwrite(img_path, img[:, :, ::-1])
             cv2.imwrite(osp.join(gt_dir, f'{stem}_gtFine_labelTrainIds.png'), lbl)
             cv2.imwrite(ids_path, TRAIN_TO_LABEL_ID[lbl])
+            cv2.imwrite(inst_path, instances)
         counts[split] = n
     return counts

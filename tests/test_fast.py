@@ -21,7 +21,9 @@ def test_folded_channels_last_model_gives_the_same_outputs(arch):
     x = torch.randn(2, 3, 97, 131)
     with torch.no_grad():
         (a,), (b,) = model(x), fast(x.contiguous(memory_format=torch.channels_last))
-    assert (a - b).abs().max() <= 1e-4
+    # Folding changes float32 rounding only: within 1e-4 of the output's own scale
+    # (random weights give activations in the tens).
+    assert (a - b).abs().max() <= 1e-4 * max(1.0, a.abs().max().item())
 
 
 def test_backbone_traces_without_graph_breaks():

@@ -65,6 +65,8 @@ def test_official_segmentation_checkpoint_converts_to_same_predictions(tmp_path)
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules()
     net = _randomized('w18')
     state = _official_seg_checkpoint(net)
     src, dst = tmp_path / 'official.pth', tmp_path / 'ours.pth'
@@ -78,7 +80,8 @@ def test_official_segmentation_checkpoint_converts_to_same_predictions(tmp_path)
     x = torch.randn(1, 3, 64, 128)
     with torch.no_grad():
         ours, theirs = model._forward(x), _official_forward(net, state, x)
-    assert (ours - theirs).abs().max() <= 1e-4
+    # float32 rounding only: within 1e-5 of the logits' scale (random weights make them large)
+    assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
 
 
 @pytest.mark.parametrize('src_format', ['official-cls', 'timm'])
@@ -187,8 +190,7 @@ def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(street_data, t
     import mmseg
     train = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
     cfg = osp.join(REPO, 'tests', 'configs', 'resume_tiny.py')
-    opts = ['--cfg-options'] + [f'{s}_dataloader.dataset.data_root={street_data}'
-                                for s in ('train', 'val', 'test')]
+    opts = ['--cfg-options', f'train_dataloader.dataset.data_root={street_data}']
     full, crashed = str(tmp_path / 'full'), str(tmp_path / 'crashed')
     run_cli([sys.executable, train, cfg, '--work-dir', full] + opts)
 

@@ -19,7 +19,7 @@ python=${PYTHON:-python3}
 
 stamp_of() {
     cat "$repo/requirements/stack.txt" "$repo/requirements/constraints.txt" \
-        "$repo/tools/bootstrap.sh" "$repo/setup.py" | sha256sum | cut -c1-16
+        "$repo/tools/bootstrap.sh" "$repo/tools/patch_mmpose_torchvision.py" "$repo/setup.py" | sha256sum | cut -c1-16
 }
 want=$(stamp_of)
 if [[ -f "$venv/.hrnet_mm_stamp" && "$(cat "$venv/.hrnet_mm_stamp")" == "$want" ]]; then
@@ -32,6 +32,8 @@ log "creating $venv (this takes a few minutes the first time)"
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 py="$venv/bin/python"
 pip=("$py" -m pip install --quiet --disable-pip-version-check -c "$repo/requirements/constraints.txt")
+# (pip's "Location ... is ignored" warnings about absent local index folders are dropped.)
+exec 2> >(grep -v "^WARNING: Location '" >&2)
 
 # Build tools first: mmcv's source build needs pkg_resources (setuptools<80), xtcocotools cython.
 "${pip[@]}" --upgrade pip 'setuptools<80' wheel cython numpy
@@ -53,13 +55,18 @@ fi
 # xtcocotools: the registry's wheel is built against numpy 1 and breaks under numpy 2.
 log "xtcocotools (from source, against this numpy)"
 if ! "$py" -c "import xtcocotools.coco" 2>/dev/null; then
-    "${pip[@]}" --no-build-isolation --no-binary xtcocotools xtcocotools
+    "${pip[@]}" --no-build-isolation --no-binary xtcocotools --force-reinstall --no-deps \
+        xtcocotools
 fi
 
 # mmpose declares torchvision (whose registry build is CUDA-only and crashes next to CPU torch)
 # and chumpy (unbuildable); neither is needed for what we use, so its real needs are listed instead.
 log "mmpose 1.3.2 (without torchvision/chumpy)"
 "${pip[@]}" --no-deps mmpose==1.3.2
+
+# mmpose 1.3.2's visualizer imports torchvision at module level, only to draw SimCC heatmaps;
+# without it no mmpose run starts. Make that one import optional (see the script).
+"$py" "$repo/tools/patch_mmpose_torchvision.py"
 
 # openmim's own dependency chain pins an old setuptools; install it alone with its real needs.
 log "openmim 0.3.9"

@@ -45,3 +45,6 @@ model = dict(
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
+# `mim test` (the test loop only, never validation during training): batch norms folded into
+# the convs and channels-last weights, same predictions within float32 rounding.
+custom_hooks = [dict(type='hrnet_mm.FastInferenceHook')]

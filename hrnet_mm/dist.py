@@ -1,0 +1,46 @@
+"""Distributed training on CPU processes through mmengine's launchers.
+
+mmengine 0.10.7 assumes a GPU per process in two places: ``_init_dist_pytorch`` calls
+``torch.cuda.set_device(LOCAL_RANK)`` (a CPU build of torch has no CUDA at all), and
+``Runner.wrap_model`` gives ``MMDistributedDataParallel`` ``device_ids=[LOCAL_RANK]``, which
+torch refuses for a module on the CPU. On a machine where torch sees no CUDA device,
+:func:`enable_cpu_distributed` (run when hrnet_mm is imported, which every config here does
+through ``custom_imports``) skips the first and drops the second, so
+``torchrun ... tools/train.py cfg --launcher pytorch`` with ``env_cfg.dist_cfg.backend=gloo``
+trains on CPU processes. Where CUDA is available nothing is changed.
+"""
+import functools
+
+import torch
+
+_ENABLED = False
+
+
+def enable_cpu_distributed() -> None:
+    global _ENABLED
+    if _ENABLED or torch.cuda.is_available():
+        return
+    import mmengine.dist.utils as dist_utils
+    from mmengine.model.wrappers import MMDistributedDataParallel
+
+    original_init_dist = dist_utils._init_dist_pytorch
+
+    @functools.wraps(original_init_dist)
+    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if init_backend != 'torch':
+            return original_init_dist(backend, init_backend=init_backend, **kwargs)
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    original_ddp_init = MMDistributedDataParallel.__init__
+
+    @functools.wraps(original_ddp_init)
+    def ddp_init(self, module, detect_anomalous_params=False, **kwargs):
+        if all(p.device.type == 'cpu' for p in module.parameters()):
+            kwargs.pop('device_ids', None)
+            kwargs.pop('output_device', None)
+        original_ddp_init(self, module, detect_anomalous_params=detect_anomalous_params,
+                          **kwargs)
+
+    dist_utils._init_dist_pytorch = _init_dist_pytorch
+    MMDistributedDataParallel.__init__ = ddp_init
+    _ENABLED = True

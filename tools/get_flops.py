@@ -1,0 +1,56 @@
+"""FLOPs and parameters of a config's model, counted by mmengine's analysis.
+
+    python tools/get_flops.py configs/hrnet_w48_cityscapes.py --shape 512 1024
+
+mmseg 1.2.2's ``analysis_tools/get_flops.py`` passes both ``input_shape`` and ``inputs`` to
+mmengine 0.10's ``get_model_complexity_info``, which refuses that for every config; this is the
+same count, done with ``inputs`` only. Works for mmseg and mmpose configs (the whole network's
+tensor path) and mmdet configs (backbone + neck, the part hrnet_mm provides).
+"""
+import argparse
+import importlib
+
+import torch
+from mmengine.analysis import get_model_complexity_info
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import DefaultScope
+
+
+class TensorPath(torch.nn.Module):
+    def __init__(self, model, scope):
+        super().__init__()
+        self.model, self.scope = model, scope
+
+    def forward(self, x):
+        if self.scope == 'mmdet':
+            return self.model.extract_feat(x)
+        return self.model._forward(x)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('--shape', type=int, nargs=2, default=[512, 1024], metavar=('H', 'W'))
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    if 'pretrained' in cfg.model:
+        cfg.model.pretrained = None
+    cfg.model.backbone.init_cfg = None
+    scope = cfg.get('default_scope', 'mmseg')
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        model = revert_sync_batchnorm(registry.build(cfg.model)).eval()
+    if getattr(model, 'auxiliary_head', None) is not None:
+        model.auxiliary_head = None  # training-only, as mmseg's tool does
+    x = torch.rand(1, 3, *args.shape)
+    with torch.no_grad():
+        info = get_model_complexity_info(TensorPath(model, scope), inputs=(x,),
+                                         show_table=False, show_arch=False)
+    part = 'backbone + neck' if scope == 'mmdet' else 'whole model'
+    print(f'Config: {args.config}\nInput shape: {tuple(x.shape)} ({part})\n'
+          f"Flops: {info['flops'] / 1e9:.2f} G\nParams: {info['params'] / 1e6:.3f} M")
+
+
+if __name__ == '__main__':
+    main()
