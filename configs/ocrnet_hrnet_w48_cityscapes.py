@@ -8,7 +8,8 @@ model = dict(
     type='CascadeEncoderDecoder',
     num_stages=2,
     pretrained=f'open-mmlab://msra/hrnetv2_w{width}',
-    backbone=dict(arch=f'w{width}'),
+    # OCRHead .view()s its features, which channels-last maps do not allow
+    backbone=dict(arch=f'w{width}', channels_last=False),
     neck=dict(in_channels=streams),
     decode_head=[
         dict(

@@ -109,4 +109,6 @@ def test_fcn_hrnet_segmentor_equals_mmseg(tmp_path):
     with torch.no_grad():
         a, b = ours._forward(x), theirs._forward(x)
     assert a.shape == b.shape == (1, 19, 32, 64)
-    assert (a - b).abs().max() <= 1e-5
+    # Our config runs channels-last (other conv kernels): equal up to float32 rounding,
+    # relative to the logits' scale (random weights make them large).
+    assert (a - b).abs().max() <= 1e-5 * b.abs().max()

@@ -3,11 +3,11 @@
     python tools/benchmark.py --arch w48 --size 512 1024 --device cpu --json out.json
 
 For each side it measures inference latency (median of --iters after --warmup, batch
---batch), a training step (forward, backward, SGD step; batch --train-batch), peak training
-memory (CUDA: max_memory_allocated; CPU: peak resident memory of a child process that runs one
-training step, minus its resident memory before it), and the outputs' max |diff|. hrnet_mm
+--batch; the two sides alternate, so drift in the machine's speed reaches both alike), a training step (forward, backward, SGD step; batch --train-batch), peak training
+memory (CUDA: max_memory_allocated; CPU: the peak resident size of a child process during one
+cold training step, minus its size before it), and the outputs' max |diff|. hrnet_mm
 infers through its fast path (norms folded into convs, channels-last; on CUDA optionally bf16
-autocast / torch.compile) and trains through its plain path; mmseg runs eager fp32 as shipped.
+autocast / torch.compile) and trains as our configs do (channels-last weights and maps); mmseg runs eager fp32 as shipped.
 It prints a table with ratios and writes JSON with ``speedup_infer``, ``speedup_train``,
 ``max_abs_diff`` and the rest. timm's HRNet is compared only where it imports (it needs
 torchvision, which this project does not install next to CPU torch).
@@ -18,10 +18,10 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -43,11 +43,21 @@ def build_pair(arch, device):
     torch.manual_seed(0)
     ref = SegHRNet(extra=copy.deepcopy({k: dict(v) for k, v in ARCH_ZOO[arch].items()}))
     ref.init_weights()
+    # Norm statistics of the data, as a trained network has them (cumulative average over a
+    # few random batches), so eval-mode outputs are on a realistic scale.
     for m in ref.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    ours = HRNet(arch, upsample_mode='bilinear')
+            m.reset_running_stats()
+            m.momentum = None
+    ref.train()
+    with torch.no_grad():
+        for _ in range(2):
+            ref(torch.randn(2, 3, 128, 256))
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    # Our training path is the one our configs use: channels-last (same values).
+    ours = HRNet(arch, upsample_mode='bilinear', channels_last=True)
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ref.to(device), ours.to(device)
 
@@ -57,17 +67,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_time(fn, device, warmup, iters):
+def paired_median_times(fn_a, fn_b, device, warmup, iters):
+    """Medians of ``fn_a`` and ``fn_b`` timed alternately, so drift in the machine's speed
+    (frequency, neighbours) reaches both sides alike."""
     for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
+        fn_a(), fn_b()
+    times = ([], [])
     for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def train_step_fn(model, x):
@@ -85,18 +98,33 @@ def train_step_fn(model, x):
 def memory_probe(args):
     """Child process: one warm training step, print peak RSS growth (bytes) as JSON."""
     quiet_logs()
-    ref, ours = build_pair(args.arch, 'cpu')
-    model = {'mmseg': ref, 'hrnet_mm': ours}[args.probe]
+    model = build_pair(args.arch, 'cpu')[0 if args.probe == 'mmseg' else 1]
     if args.with_cp:
         for m in model.modules():
             if hasattr(m, 'with_cp'):
                 m.with_cp = True
     x = torch.randn(args.train_batch, 3, *args.size)
     step = train_step_fn(model, x)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    page = os.sysconf('SC_PAGE_SIZE')
+
+    def rss():
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * page
+
+    # One cold step (the allocator holds no freed blocks yet), sampling the resident size.
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+    before = rss()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({'peak_bytes': peak - rss_before}))
+    done.set()
+    sampler.join()
+    print(json.dumps({'peak_bytes': max(peak[0], rss()) - before}))
 
 
 def cpu_peak(args, side, with_cp=False):
@@ -132,7 +160,7 @@ def main():
     parser.add_argument('--bf16', action='store_true', help='CUDA: bf16 autocast for ours')
     parser.add_argument('--compile', action='store_true', help='torch.compile our fast path')
     parser.add_argument('--json', help='write the results here')
-    parser.add_argument('--probe', help=argparse.SUPPRESS)
+    parser.add_argument('--probe', help=argparse.SUPPRESS)  # internal: memory child process
     parser.add_argument('--with-cp', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -155,6 +183,7 @@ def main():
         with autocast:
             b = fast(x_cl)
         max_abs_diff = max((u.float() - v.float()).abs().max().item() for u, v in zip(a, b))
+        out_scale = max(u.abs().max().item() for u in a)
 
         def run_ref():
             ref(x)
@@ -162,21 +191,20 @@ def main():
         def run_fast():
             with autocast:
                 fast(x_cl)
-        t_ref = median_time(run_ref, dev, args.warmup, args.iters)
-        t_fast = median_time(run_fast, dev, args.warmup, args.iters)
+        t_ref, t_fast = paired_median_times(run_ref, run_fast, dev, args.warmup, args.iters)
 
     res = dict(arch=args.arch, size=args.size, device=dev, batch=args.batch,
                machine=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
                torch=torch.__version__, date=time.strftime('%Y-%m-%d'),
                infer_s_mmseg=t_ref, infer_s_hrnet_mm=t_fast, speedup_infer=t_ref / t_fast,
-               max_abs_diff=max_abs_diff, timm='not compared: timm needs torchvision')
+               max_abs_diff=max_abs_diff, max_abs_output=out_scale, timm='not compared: timm needs torchvision')
     if dev.startswith('cuda'):
         res['gpu'] = torch.cuda.get_device_name()
 
     if not args.skip_train:
         xt = torch.randn(args.train_batch, 3, *args.size, device=dev)
-        t_ref_train = median_time(train_step_fn(ref, xt), dev, 1, max(2, args.iters // 2))
-        t_ours_train = median_time(train_step_fn(ours, xt), dev, 1, max(2, args.iters // 2))
+        t_ref_train, t_ours_train = paired_median_times(
+            train_step_fn(ref, xt), train_step_fn(ours, xt), dev, 1, max(3, args.iters // 2))
         res.update(train_batch=args.train_batch, train_s_mmseg=t_ref_train,
                    train_s_hrnet_mm=t_ours_train, speedup_train=t_ref_train / t_ours_train)
         if dev.startswith('cuda'):
@@ -207,7 +235,8 @@ def main():
         print(f"{'  hrnet_mm with_cp (MiB, ratio)':34}{'':12}"
               f"{res['train_peak_bytes_hrnet_mm_with_cp'] / mb:12.1f}"
               f"{res['with_cp_memory_ratio']:9.2f}x")
-    print(f'max |diff| of outputs (fast path vs mmseg): {max_abs_diff:.2e}')
+    print(f'max |diff| of outputs (fast path vs mmseg): {max_abs_diff:.2e} '
+          f'(largest |output| {out_scale:.2f})')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(res, f, indent=2)

@@ -55,7 +55,9 @@ class _ResidualBlock(BaseModule):
             out = self.norm(k)(getattr(self, f'conv{k}')(out))
             if k < self.depth:
                 out = self.relu(out)
-        return out + self.downsample(x)
+        # In place: the norm's output is ours and its backward does not need it.
+        out += self.downsample(x)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad:

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init
@@ -127,14 +128,18 @@ class HRModule(BaseModule):
         self.num_branches = len(channels)
         self.upsample_mode = upsample_mode
         self.align_corners = align_corners
+        # with_cp checkpoints the whole unit (branches and exchange), keeping only its inputs
+        # for backward, rather than each residual block inside it.
+        self.with_cp = with_cp
         self.branches = nn.ModuleList(
-            make_res_layer(block, cin, c, n, with_cp=with_cp, conv_cfg=conv_cfg,
+            make_res_layer(block, cin, c, n, with_cp=False, conv_cfg=conv_cfg,
                            norm_cfg=norm_cfg)
             for cin, c, n in zip(in_channels, channels, num_blocks))
         self.out_channels = tuple(c * block.expansion for c in channels)
         self.fuse_layers = self._make_fuse_layers(
             self.out_channels, multiscale_output, conv_cfg, norm_cfg)
-        self.relu = nn.ReLU(inplace=False)
+        # In place: every row sums two or more terms into a tensor it owns (see _forward).
+        self.relu = nn.ReLU(inplace=True)
 
     @staticmethod
     def _make_fuse_layers(chs, multiscale_output, conv_cfg, norm_cfg) -> nn.ModuleList:
@@ -166,19 +171,31 @@ class HRModule(BaseModule):
         return fuse_layers
 
     def forward(self, x: List[torch.Tensor]) -> List[torch.Tensor]:
+        if self.with_cp and any(t.requires_grad for t in x):
+            return list(cp.checkpoint(self._forward, *x, use_reentrant=False))
+        return self._forward(*x)
+
+    def _forward(self, *x: torch.Tensor) -> List[torch.Tensor]:
         x = [branch(xi) for branch, xi in zip(self.branches, x)]
         if len(self.fuse_layers) == 0:
             return x
         align_corners = self.align_corners if self.upsample_mode == 'bilinear' else None
         outs = []
         for i, row in enumerate(self.fuse_layers):
-            y = None
+            # Sum in place into a tensor this row owns (a norm or resize output, whose backward
+            # does not need it); never into x[i] itself, which the other rows still read.
+            y, owned = None, False
             for j, layer in enumerate(row):
                 z = layer(x[j])
                 if j > i:
                     z = F.interpolate(z, size=x[i].shape[-2:], mode=self.upsample_mode,
                                       align_corners=align_corners)
-                y = z if y is None else y + z
+                if y is None:
+                    y, owned = z, j != i
+                elif owned:
+                    y += z
+                else:
+                    y, owned = y + z, True
             outs.append(self.relu(y))
         return outs
 
@@ -209,9 +226,14 @@ class HRNet(BaseModule):
         norm_eval (bool): keep norm layers in eval mode while training. Default False.
         frozen_stages (int): -1 freezes nothing, 0 the stem, k also stages 1..k (with the
             transition leaving each). Default -1.
-        with_cp (bool): gradient checkpointing in every residual unit. Default False.
+        with_cp (bool): gradient checkpointing: each exchange unit (and each stage-1 block)
+            keeps only its inputs for backward and recomputes the rest. Default False.
         zero_init_residual (bool): zero the last norm of each residual unit, unless weights
             come from a ``Pretrained`` init. Default False.
+        channels_last (bool): keep weights and activations channels-last (NHWC strides; the
+            same values), which oneDNN and cuDNN run faster. Downstream heads then receive
+            channels-last maps: fine for convs and FCN/PSP/heatmap heads, not for heads that
+            ``.view()`` features (mmseg's OCRHead). Default False.
         pretrained (str, optional): deprecated alias of
             ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)`` (mmseg's models set it).
         init_cfg (dict | list[dict], optional): mmengine init config; default Kaiming convs,
@@ -234,8 +256,8 @@ class HRNet(BaseModule):
                  align_corners: Optional[bool] = False, multiscale_output: bool = True,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
                  norm_eval: bool = False, frozen_stages: int = -1, with_cp: bool = False,
-                 zero_init_residual: bool = False, pretrained: Optional[str] = None,
-                 init_cfg=None):
+                 zero_init_residual: bool = False, channels_last: bool = False,
+                 pretrained: Optional[str] = None, init_cfg=None):
         if pretrained is not None and init_cfg is not None:
             raise ValueError('HRNet: give either pretrained= or init_cfg=, not both')
         if pretrained is not None:
@@ -311,6 +333,9 @@ class HRNet(BaseModule):
         n_out = len(pre_channels) if multiscale_output else 1
         self.out_channels: Tuple[int, ...] = tuple(pre_channels[:n_out])
         self.out_strides: Tuple[int, ...] = tuple(STEM_STRIDE * 2 ** i for i in range(n_out))
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         self._freeze_stages()
 
     @property
@@ -444,6 +469,8 @@ class HRNet(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.relu(self.norm1(self.conv1(x)))
         x = self.relu(self.norm2(self.conv2(x)))
         feats = [self.layer1(x)]
