@@ -18,7 +18,8 @@ from mmengine.model.weight_init import constant_init
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 
 from ..registry import MODELS
-from .blocks import BLOCKS, make_res_layer
+from .blocks import BLOCKS, _ResidualBlock, make_res_layer
+
 
 # One row per stage: (num_modules, num_branches, block, num_blocks, num_channels).
 # Stage 1 is a single stream of bottlenecks; each later stage adds one lower-resolution stream.
@@ -399,7 +400,6 @@ class HRNet(BaseModule):
                 'model.backbone.init_cfg=None), or use the *_scratch config; to use a local '
                 "copy, set model.pretrained='/path/to/hrnetv2_wXX.pth'.") from err
         if self.zero_init_residual and not pretrained:
-            from .blocks import _ResidualBlock
             for m in self.modules():
                 if isinstance(m, _ResidualBlock):
                     constant_init(m.last_norm, 0)
