@@ -158,7 +158,8 @@ def main():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--skip-train', action='store_true')
     parser.add_argument('--bf16', action='store_true', help='CUDA: bf16 autocast for ours')
-    parser.add_argument('--compile', action='store_true', help='torch.compile our fast path')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile our fast path (inductor, weights frozen)')
     parser.add_argument('--json', help='write the results here')
     parser.add_argument('--probe', help=argparse.SUPPRESS)  # internal: memory child process
     parser.add_argument('--with-cp', action='store_true', help=argparse.SUPPRESS)
@@ -173,6 +174,9 @@ def main():
     ref.eval()
     fast = optimize_for_inference(copy.deepcopy(ours))
     if args.compile:
+        # Inference only: freezing lets inductor pre-pack conv weights for oneDNN/cuDNN.
+        import torch._inductor.config as inductor_config
+        inductor_config.freezing = True
         fast = torch.compile(fast)
     x = torch.randn(args.batch, 3, *args.size, device=dev)
     x_cl = x.contiguous(memory_format=torch.channels_last)
