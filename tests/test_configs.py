@@ -101,3 +101,21 @@ def test_unreachable_imagenet_weights_say_how_to_train_without_them(tmp_path):
     net = HRNet('w18_small', pretrained=missing)
     with pytest.raises(RuntimeError, match=r'model\.pretrained=None'):
         net.init_weights()
+
+
+def test_metafile_lists_every_config_with_its_parameter_count():
+    """model-index.yml -> configs/metafile.yml (read by mim): one entry per config, and the
+    declared parameter count equals the built model's."""
+    import yaml
+    with open(osp.join(REPO, 'model-index.yml')) as f:
+        index = yaml.safe_load(f)
+    assert index['Import'] == ['configs/metafile.yml']
+    with open(osp.join(REPO, 'configs', 'metafile.yml')) as f:
+        models = yaml.safe_load(f)['Models']
+    listed = {m['Config'] for m in models}
+    assert listed == {osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs', '*.py'))}
+    for entry in models:
+        cfg, model = build_model(osp.join(REPO, entry['Config']))
+        assert entry['Metadata']['Codebase'] == cfg.default_scope, entry['Name']
+        assert entry['Metadata']['Parameters'] == sum(p.numel() for p in model.parameters()), \
+            entry['Name']

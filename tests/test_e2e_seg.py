@@ -48,6 +48,7 @@ def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(street_da
                    '--work-dir', str(tmp_path / 'test')] + data_options(street_data)
                   + [f'test_evaluator.1.output_dir={tmp_path / "cs"}'])
     assert re.search(r'mIoU: [0-9.]+', out)
+    assert 'batch norms folded into convs' in out  # the configs' fast test path ran
     # CityscapesMetric reports cityscapesscripts' class and instance-category averages.
     assert re.search(r'averageScoreCategories: [0-9.]+', out), out[-3000:]
     # Resume from the checkpoint, as after a crash: training continues from iteration 2.
