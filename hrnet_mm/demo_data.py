@@ -45,22 +45,22 @@ class _Canvas:
         self.instance = 0
         self.h, self.w = h, w
 
+    def _layers(self, color, cls):
+        """(array, value) pairs: one shape is painted into image, labels and instances alike."""
+        return ((self.img, color), (self.lbl, int(cls)), (self.inst, self.instance))
+
     def poly(self, pts, color, cls):
         pts = np.asarray(pts, np.int32).reshape(-1, 1, 2)
-        cv2.fillPoly(self.img, [pts], color)
-        cv2.fillPoly(self.lbl, [pts], int(cls))
-        cv2.fillPoly(self.inst, [pts], self.instance)
+        for layer, value in self._layers(color, cls):
+            cv2.fillPoly(layer, [pts], value)
 
     def rect(self, x0, y0, x1, y1, color, cls):
         self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], color, cls)
 
     def ellipse(self, cx, cy, ax, ay, color, cls):
-        cv2.ellipse(self.img, (int(cx), int(cy)), (max(int(ax), 1), max(int(ay), 1)), 0, 0, 360,
-                    color, -1)
-        cv2.ellipse(self.lbl, (int(cx), int(cy)), (max(int(ax), 1), max(int(ay), 1)), 0, 0, 360,
-                    int(cls), -1)
-        cv2.ellipse(self.inst, (int(cx), int(cy)), (max(int(ax), 1), max(int(ay), 1)), 0, 0,
-                    360, self.instance, -1)
+        center, axes = (int(cx), int(cy)), (max(int(ax), 1), max(int(ay), 1))
+        for layer, value in self._layers(color, cls):
+            cv2.ellipse(layer, center, axes, 0, 0, 360, value, -1)
 
     def texture(self, rng, cls, amp):
         """Add per-pixel noise, scaled by ``amp``, where the label is ``cls``."""
@@ -116,8 +116,7 @@ def draw_scene(rng: np.random.Generator, h: int = 256, w: int = 512
     def ground_x(side, frac, y):
         """x on the sidewalk's middle at row y, left (-1) or right (+1)."""
         d = (y - horizon) / max(h - horizon, 1)
-        edge = vx + side * (half_bottom + frac * walk) * d
-        return edge
+        return vx + side * (half_bottom + frac * walk) * d
 
     # Buildings along the horizon, some with a wall or fence in front.
     x = -rng.integers(0, 30)

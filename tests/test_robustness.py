@@ -17,17 +17,14 @@ from hrnet_mm import HRNet, HRNetConcatNeck, HRNetPyramidNeck
 from hrnet_mm.convert import ConversionError, convert
 
 from .conftest import REPO, quiet, run_cli
+from .test_parity import randomize_norm_stats
 
 CONVERT = [sys.executable, osp.join(REPO, 'tools', 'convert_checkpoint.py')]
 
 
 def _randomized(arch):
     net = quiet(HRNet(arch))
-    g = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    randomize_norm_stats(net)
     return net.eval()
 
 
