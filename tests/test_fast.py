@@ -33,3 +33,34 @@ def test_backbone_traces_without_graph_breaks():
     explanation = torch._dynamo.explain(net)(torch.rand(1, 3, 64, 96))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def test_benchmark_tool_reports_both_sides(tmp_path):
+    """tools/benchmark.py as documented, at a small size: every figure present and coherent."""
+    import json
+    import os.path as osp
+    import sys
+
+    from .conftest import REPO, run_cli
+    out = tmp_path / 'bench.json'
+    log = run_cli([sys.executable, osp.join(REPO, 'tools', 'benchmark.py'), '--arch',
+                   'w18_small', '--size', '64', '128', '--iters', '2', '--warmup', '1',
+                   '--train-batch', '2', '--keep-freed-memory', '--json', str(out)])
+    res = json.loads(out.read_text())
+    assert 'inference latency' in log and 'fp32 conv peak here' in log
+    assert res['keep_freed_memory'] is True and res['device'] == 'cpu'
+    for key in ('infer_s_mmseg', 'infer_s_hrnet_mm', 'train_s_mmseg', 'train_s_hrnet_mm',
+                'conv_peak_gflops', 'infer_s_conv_floor', 'train_peak_bytes_mmseg',
+                'train_peak_bytes_hrnet_mm', 'train_peak_bytes_hrnet_mm_with_cp'):
+        assert res[key] > 0, key
+    assert res['speedup_infer'] == res['infer_s_mmseg'] / res['infer_s_hrnet_mm']
+    assert res['speedup_train'] == res['train_s_mmseg'] / res['train_s_hrnet_mm']
+    assert res['speedup_infer_ceiling'] == res['infer_s_mmseg'] / res['infer_s_conv_floor']
+    # Same weights: the fast path agrees with mmseg to float32 rounding, and both are that
+    # close to the float64 result.
+    tol = 1e-4 * max(1.0, res['max_abs_output'])
+    assert res['max_abs_diff'] <= tol
+    assert res['err_fp64_mmseg'] <= tol and res['err_fp64_hrnet_mm'] <= tol
+    # The count is mmengine's over our backbone: convolutions are nearly all of it.
+    assert 0.95 * res['gflop'] <= res['gflop_conv'] <= res['gflop']
+    assert res['gflops_hrnet_mm'] == res['gflop'] / res['infer_s_hrnet_mm']

@@ -3,21 +3,32 @@
     python tools/benchmark.py --arch w48 --size 512 1024 --device cpu --json out.json
 
 For each side it measures inference latency (median of --iters after --warmup, batch
---batch; the two sides alternate, so drift in the machine's speed reaches both alike), a training step (forward, backward, SGD step; batch --train-batch), peak training
-memory (CUDA: max_memory_allocated; CPU: the peak resident size of a child process during one
-cold training step, minus its size before it), and the outputs' max |diff|. hrnet_mm
-infers through its fast path (norms folded into convs, channels-last; on CUDA optionally bf16
-autocast / torch.compile) and trains as our configs do (channels-last weights and maps); mmseg runs eager fp32 as shipped.
+--batch; the two sides alternate, so drift in the machine's speed reaches both alike), a
+training step (forward, backward, SGD step; batch --train-batch), peak training memory (CUDA:
+max_memory_allocated; CPU: the peak resident size of a child process during one cold training
+step, minus its size before it), and the outputs' max |diff|, also against the float64 result
+of the same weights (how far fp32 itself is off). hrnet_mm infers through its fast path (norms
+folded into convs, channels-last; optionally torch.compile, and on CUDA bf16 autocast) and
+trains as our configs do (channels-last weights and maps); mmseg runs eager fp32 as shipped.
+
+It also reports the FLOPs of a forward (mmengine's count) and the FLOP/s each side achieves;
+on CPU, the kernel (system) time per forward (page faults of freshly mapped memory) and the
+fp32 peak of the network's own 3x3 conv shapes timed alone, from which the convolutions'
+floor and the largest speedup possible over the measured mmseg time follow; on CUDA, the share
+of the card's bf16 peak.
+
 It prints a table with ratios and writes JSON with ``speedup_infer``, ``speedup_train``,
 ``max_abs_diff`` and the rest. timm's HRNet is compared only where it imports (it needs
 torchvision, which this project does not install next to CPU torch).
 """
 import argparse
 import copy
+import ctypes
 import json
 import logging
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,20 +78,84 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def paired_median_times(fn_a, fn_b, device, warmup, iters):
+def paired_median_times(fn_a, fn_b, device, warmup, iters, sys_times=None):
     """Medians of ``fn_a`` and ``fn_b`` timed alternately, so drift in the machine's speed
-    (frequency, neighbours) reaches both sides alike."""
+    (frequency, neighbours) reaches both sides alike. If ``sys_times`` is a list, the medians
+    of the process's kernel (system) time per call - page faults, mostly - are appended."""
     for _ in range(warmup):
         fn_a(), fn_b()
-    times = ([], [])
+    times, kernel = ([], []), ([], [])
     for _ in range(iters):
-        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+        for i, fn in enumerate((fn_a, fn_b)):
             sync(device)
+            s = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             t = time.perf_counter()
             fn()
             sync(device)
-            out.append(time.perf_counter() - t)
+            times[i].append(time.perf_counter() - t)
+            kernel[i].append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - s)
+    if sys_times is not None:
+        sys_times.extend(statistics.median(k) for k in kernel)
     return statistics.median(times[0]), statistics.median(times[1])
+
+
+def keep_freed_memory():
+    """glibc: keep freed blocks in the heap instead of returning them to the kernel.
+
+    By default glibc serves blocks over a few MiB with mmap and unmaps them on free, so every
+    large activation is page-faulted in (and zeroed by the kernel) again on every forward.
+    This changes the allocator for the whole process, that is for both sides alike.
+    """
+    libc = ctypes.CDLL('libc.so.6')
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
+        raise SystemExit('--keep-freed-memory: glibc refused mallopt')
+
+
+def conv_macs(model, x):
+    """(all multiply-accumulates, those of convolutions) of one forward, by mmengine's count."""
+    from mmengine.analysis import FlopAnalyzer
+    analyzer = FlopAnalyzer(model, (x,))
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    return analyzer.total(), analyzer.by_operator().get('conv', 0)
+
+
+def cpu_conv_peak_gflops(model, x, iters=10):
+    """Best fp32 throughput of the network's own 3x3 stride-1 conv shapes, each timed alone
+    (channels-last, bias, no neighbours in the cache): what the conv kernels can do here."""
+    shapes = set()
+
+    def record(m, inputs):
+        if m.kernel_size == (3, 3) and m.stride == (1, 1) and m.groups == 1:
+            shapes.add((m.in_channels, m.out_channels, *inputs[0].shape[2:]))
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    best = 0.0
+    cl = torch.channels_last
+    for cin, cout, h, w in sorted(shapes):
+        inp = torch.randn(x.shape[0], cin, h, w).contiguous(memory_format=cl)
+        wt = torch.randn(cout, cin, 3, 3).contiguous(memory_format=cl)
+        b = torch.randn(cout)
+        conv = lambda: torch.nn.functional.conv2d(inp, wt, b, padding=1)  # noqa: E731
+        for _ in range(2):
+            conv()
+        ts = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            conv()
+            ts.append(time.perf_counter() - t)
+        best = max(best, 2 * 9 * cin * cout * h * w * x.shape[0] / statistics.median(ts) / 1e9)
+    return best
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, from the vendors' data sheets) for the FLOP/s share;
+# --peak-tflops overrides.
+BF16_PEAK_TFLOPS = {'H100 PCIe': 756.0, 'H100': 989.4, 'H200': 989.4, 'A100': 312.0}
 
 
 def train_step_fn(model, x):
@@ -160,6 +235,12 @@ def main():
     parser.add_argument('--bf16', action='store_true', help='CUDA: bf16 autocast for ours')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile our fast path (inductor, weights frozen)')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='CPU/glibc: keep freed memory in the heap (no page faults on '
+                             'every forward), for both sides')
+    parser.add_argument('--peak-tflops', type=float,
+                        help='CUDA: the card\'s dense bf16 peak, for the FLOP/s share '
+                             '(default: from a table of known cards)')
     parser.add_argument('--json', help='write the results here')
     parser.add_argument('--probe', help=argparse.SUPPRESS)  # internal: memory child process
     parser.add_argument('--with-cp', action='store_true', help=argparse.SUPPRESS)
@@ -168,6 +249,8 @@ def main():
         return memory_probe(args)
 
     quiet_logs()
+    if args.keep_freed_memory:
+        keep_freed_memory()
     from hrnet_mm.fast import optimize_for_inference
     dev = args.device
     ref, ours = build_pair(args.arch, dev)
@@ -195,15 +278,42 @@ def main():
         def run_fast():
             with autocast:
                 fast(x_cl)
-        t_ref, t_fast = paired_median_times(run_ref, run_fast, dev, args.warmup, args.iters)
+        sys_s = []
+        t_ref, t_fast = paired_median_times(run_ref, run_fast, dev, args.warmup, args.iters,
+                                            sys_s)
 
+    with torch.no_grad():
+        # Both against the float64 result of the same weights: how far fp32 itself is off.
+        # After the timing: its large buffers would change the allocator's state for it.
+        exact = copy.deepcopy(ref).double()(x.double())
+        err_fp64 = [max((u.double() - v).abs().max().item() for u, v in zip(o, exact))
+                    for o in (a, b)]
+        del exact
+
+    total_macs, macs_conv = conv_macs(ours.eval(), x)
+    flop = 2 * total_macs
     res = dict(arch=args.arch, size=args.size, device=dev, batch=args.batch,
                machine=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
                torch=torch.__version__, date=time.strftime('%Y-%m-%d'),
+               keep_freed_memory=args.keep_freed_memory, compile=args.compile, bf16=args.bf16,
                infer_s_mmseg=t_ref, infer_s_hrnet_mm=t_fast, speedup_infer=t_ref / t_fast,
-               max_abs_diff=max_abs_diff, max_abs_output=out_scale, timm='not compared: timm needs torchvision')
+               max_abs_diff=max_abs_diff, max_abs_output=out_scale,
+               err_fp64_mmseg=err_fp64[0], err_fp64_hrnet_mm=err_fp64[1],
+               gflop=flop / 1e9, gflop_conv=2 * macs_conv / 1e9,
+               gflops_mmseg=flop / t_ref / 1e9, gflops_hrnet_mm=flop / t_fast / 1e9,
+               timm='not compared: timm needs torchvision')
     if dev.startswith('cuda'):
         res['gpu'] = torch.cuda.get_device_name()
+        bf16_peak = args.peak_tflops or next(
+            (v for k, v in BF16_PEAK_TFLOPS.items() if k in res['gpu']), None)
+        if bf16_peak:
+            res.update(bf16_peak_tflops=bf16_peak,
+                       share_of_bf16_peak=res['gflops_hrnet_mm'] / (bf16_peak * 1e3))
+    else:
+        conv_peak = cpu_conv_peak_gflops(ours.eval(), x)
+        floor = 2 * macs_conv / conv_peak / 1e9
+        res.update(sys_s_mmseg=sys_s[0], sys_s_hrnet_mm=sys_s[1], conv_peak_gflops=conv_peak,
+                   infer_s_conv_floor=floor, speedup_infer_ceiling=t_ref / floor)
 
     if not args.skip_train:
         xt = torch.randn(args.train_batch, 3, *args.size, device=dev)
@@ -239,8 +349,21 @@ def main():
         print(f"{'  hrnet_mm with_cp (MiB, ratio)':34}{'':12}"
               f"{res['train_peak_bytes_hrnet_mm_with_cp'] / mb:12.1f}"
               f"{res['with_cp_memory_ratio']:9.2f}x")
+    if 'sys_s_mmseg' in res:
+        print(f"{'inference: kernel (system) time (s)':34}{res['sys_s_mmseg']:12.4f}"
+              f"{res['sys_s_hrnet_mm']:12.4f}")
+    print(f"{'achieved GFLOP/s':34}{res['gflops_mmseg']:12.1f}{res['gflops_hrnet_mm']:12.1f}"
+          f"   ({res['gflop']:.1f} GFLOP a forward)")
+    if 'conv_peak_gflops' in res:
+        print(f"fp32 conv peak here {res['conv_peak_gflops']:.0f} GFLOP/s: convs alone need >= "
+              f"{res['infer_s_conv_floor']:.3f} s, "
+              f"so at most {res['speedup_infer_ceiling']:.2f}x over this mmseg time")
+    if 'share_of_bf16_peak' in res:
+        print(f"share of the card's bf16 peak ({res['bf16_peak_tflops']:.0f} TFLOP/s): "
+              f"{100 * res['share_of_bf16_peak']:.1f}%")
     print(f'max |diff| of outputs (fast path vs mmseg): {max_abs_diff:.2e} '
-          f'(largest |output| {out_scale:.2f})')
+          f'(largest |output| {out_scale:.2f}); vs float64: mmseg {err_fp64[0]:.2e}, '
+          f'hrnet_mm {err_fp64[1]:.2e}')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(res, f, indent=2)
