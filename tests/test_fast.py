@@ -64,3 +64,20 @@ def test_benchmark_tool_reports_both_sides(tmp_path):
     # The count is mmengine's over our backbone: convolutions are nearly all of it.
     assert 0.95 * res['gflop'] <= res['gflop_conv'] <= res['gflop']
     assert res['gflops_hrnet_mm'] == res['gflop'] / res['infer_s_hrnet_mm']
+
+
+def test_folding_leaves_norms_that_run_before_their_conv():
+    """mmcv's ConvModule can normalise first: that norm must not be folded into the conv."""
+    from mmcv.cnn import ConvModule
+    model = torch.nn.Sequential(
+        ConvModule(8, 8, 3, padding=1, norm_cfg=dict(type='BN'), order=('norm', 'conv', 'act')),
+        ConvModule(8, 8, 3, padding=1, norm_cfg=dict(type='BN')))
+    randomize_norm_stats(model)
+    model.eval()
+    fast = optimize_for_inference(copy.deepcopy(model))
+    assert isinstance(fast[0].bn, torch.nn.BatchNorm2d)
+    assert isinstance(fast[1].bn, torch.nn.Identity)
+    x = torch.randn(2, 8, 16, 16)
+    with torch.no_grad():
+        a, b = model(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert (a - b).abs().max() <= 1e-4 * max(1.0, a.abs().max().item())
