@@ -81,3 +81,23 @@ def test_folding_leaves_norms_that_run_before_their_conv():
     with torch.no_grad():
         a, b = model(x), fast(x.contiguous(memory_format=torch.channels_last))
     assert (a - b).abs().max() <= 1e-4 * max(1.0, a.abs().max().item())
+
+
+def test_profile_convs_accounts_for_every_conv():
+    import os.path as osp
+    import re
+    import sys
+
+    from .conftest import REPO, run_cli
+    log = run_cli([sys.executable, osp.join(REPO, 'tools', 'profile_convs.py'), '--arch',
+                   'w18_small', '--size', '64', '128', '--repeats', '1'])
+    total = float(re.search(r'forward ([0-9.]+) s', log).group(1))
+    kinds = dict(re.findall(r'(3x3 stride 1|3x3 stride 2|1x1): ([0-9.]+) s', log))
+    assert set(kinds) == {'3x3 stride 1', '3x3 stride 2', '1x1'}
+    rest = float(re.search(r'not convs: (-?[0-9.]+) s', log).group(1))
+    assert rest >= 0 and abs(sum(map(float, kinds.values())) + rest - total) < 2e-3
+    # Every conv of the network is listed once per shape: the call counts add up.
+    model = HRNet('w18_small')
+    calls = sum(int(m.group(1)) for m in re.finditer(r'x\s*\d+\s+(\d+)\s+[0-9.]+\s+\d+$', log,
+                                                      re.M))
+    assert calls == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
