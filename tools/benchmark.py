@@ -78,10 +78,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def paired_median_times(fn_a, fn_b, device, warmup, iters, sys_times=None):
+def paired_median_times(fn_a, fn_b, device, warmup, iters):
     """Medians of ``fn_a`` and ``fn_b`` timed alternately, so drift in the machine's speed
-    (frequency, neighbours) reaches both sides alike. If ``sys_times`` is a list, the medians
-    of the process's kernel (system) time per call - page faults, mostly - are appended."""
+    (frequency, neighbours) reaches both sides alike: ``((wall_a, wall_b), (sys_a, sys_b))``,
+    where sys is the process's kernel (system) time per call - page faults, mostly."""
     for _ in range(warmup):
         fn_a(), fn_b()
     times, kernel = ([], []), ([], [])
@@ -94,9 +94,7 @@ def paired_median_times(fn_a, fn_b, device, warmup, iters, sys_times=None):
             sync(device)
             times[i].append(time.perf_counter() - t)
             kernel[i].append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - s)
-    if sys_times is not None:
-        sys_times.extend(statistics.median(k) for k in kernel)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return (tuple(map(statistics.median, times)), tuple(map(statistics.median, kernel)))
 
 
 def keep_freed_memory():
@@ -108,7 +106,8 @@ def keep_freed_memory():
     """
     libc = ctypes.CDLL('libc.so.6')
     m_trim_threshold, m_mmap_threshold = -1, -3
-    if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
+    if not (libc.mallopt(m_mmap_threshold, 1 << 30)
+            and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
         raise SystemExit('--keep-freed-memory: glibc refused mallopt')
 
 
@@ -278,9 +277,8 @@ def main():
         def run_fast():
             with autocast:
                 fast(x_cl)
-        sys_s = []
-        t_ref, t_fast = paired_median_times(run_ref, run_fast, dev, args.warmup, args.iters,
-                                            sys_s)
+        (t_ref, t_fast), sys_s = paired_median_times(run_ref, run_fast, dev, args.warmup,
+                                                     args.iters)
 
     with torch.no_grad():
         # Both against the float64 result of the same weights: how far fp32 itself is off.
@@ -317,7 +315,7 @@ def main():
 
     if not args.skip_train:
         xt = torch.randn(args.train_batch, 3, *args.size, device=dev)
-        t_ref_train, t_ours_train = paired_median_times(
+        (t_ref_train, t_ours_train), _ = paired_median_times(
             train_step_fn(ref, xt), train_step_fn(ours, xt), dev, 1, max(3, args.iters // 2))
         res.update(train_batch=args.train_batch, train_s_mmseg=t_ref_train,
                    train_s_hrnet_mm=t_ours_train, speedup_train=t_ref_train / t_ours_train)
