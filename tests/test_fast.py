@@ -98,7 +98,8 @@ def test_profile_convs_accounts_for_every_conv():
     kinds = dict(re.findall(r'(3x3 stride 1|3x3 stride 2|1x1): ([0-9.]+) s', log))
     assert set(kinds) == {'3x3 stride 1', '3x3 stride 2', '1x1'}
     rest = float(re.search(r'not convs: (-?[0-9.]+) s', log).group(1))
-    assert rest >= 0 and abs(sum(map(float, kinds.values())) + rest - total) < 2e-3
+    # Five figures printed to 1 ms, each off by at most half of that.
+    assert rest >= 0 and abs(sum(map(float, kinds.values())) + rest - total) <= 5 * 5e-4 + 1e-9
     # Every conv of the network is listed once per shape: the call counts add up.
     model = HRNet('w18_small')
     calls = sum(int(m.group(1)) for m in re.finditer(r'x\s*\d+\s+(\d+)\s+[0-9.]+\s+\d+$', log,
