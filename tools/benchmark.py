@@ -289,7 +289,7 @@ def main():
         del exact
 
     total_macs, macs_conv = conv_macs(ours.eval(), x)
-    flop = 2 * total_macs
+    gflop = 2 * total_macs / 1e9
     res = dict(arch=args.arch, size=args.size, device=dev, batch=args.batch,
                machine=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
                torch=torch.__version__, date=time.strftime('%Y-%m-%d'),
@@ -297,8 +297,8 @@ def main():
                infer_s_mmseg=t_ref, infer_s_hrnet_mm=t_fast, speedup_infer=t_ref / t_fast,
                max_abs_diff=max_abs_diff, max_abs_output=out_scale,
                err_fp64_mmseg=err_fp64[0], err_fp64_hrnet_mm=err_fp64[1],
-               gflop=flop / 1e9, gflop_conv=2 * macs_conv / 1e9,
-               gflops_mmseg=flop / t_ref / 1e9, gflops_hrnet_mm=flop / t_fast / 1e9,
+               gflop=gflop, gflop_conv=2 * macs_conv / 1e9,
+               gflops_mmseg=gflop / t_ref, gflops_hrnet_mm=gflop / t_fast,
                timm='not compared: timm needs torchvision')
     if dev.startswith('cuda'):
         res['gpu'] = torch.cuda.get_device_name()
