@@ -6,8 +6,8 @@ and write ``type='hrnet_mm.HRNet'``, ``'hrnet_mm.HRNetConcatNeck'`` or
 """
 from .checkpoint import allow_runner_checkpoints
 from .dist import enable_cpu_distributed
-from .models import (ARCH_ZOO, HRModule, HRNet, HRNetConcatNeck, HRNetPyramidNeck,
-                     resize_concat)
+from .models import (ARCH_ZOO, TOOLBOX_DEFAULTS, CheckpointMismatchError, HRModule, HRNet,
+                     HRNetConcatNeck, HRNetConfigError, HRNetPyramidNeck, resize_concat)
 from .fast import FastInferenceHook, optimize_for_inference
 from .registry import HOOKS, MODELS
 
@@ -19,6 +19,7 @@ allow_runner_checkpoints()
 # mmengine's pytorch launcher on CPU-only machines (see hrnet_mm.dist).
 enable_cpu_distributed()
 
-__all__ = ['ARCH_ZOO', 'FastInferenceHook', 'HOOKS', 'HRModule', 'HRNet', 'HRNetConcatNeck',
-           'HRNetPyramidNeck', 'MODELS', 'allow_runner_checkpoints', 'optimize_for_inference',
+__all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'FastInferenceHook', 'HOOKS', 'HRModule',
+           'HRNet', 'HRNetConcatNeck', 'HRNetConfigError', 'HRNetPyramidNeck', 'MODELS',
+           'TOOLBOX_DEFAULTS', 'allow_runner_checkpoints', 'optimize_for_inference',
            'resize_concat', '__version__']

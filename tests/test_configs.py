@@ -45,9 +45,9 @@ def test_config_builds_and_runs_forward(path):
             assert out.shape == (1, 17, hh, hw)
         else:
             feats = model.extract_feat(torch.rand(1, 3, 128, 160))
-            # 1/4 of 128x160, then halved with rounding up: 32x40 ... 2x3
+            # 1/4 of 128x160, then pooled by 2**i with floor, as mmdet's HRFPN: 32x40 ... 2x2
             assert [tuple(f.shape[1:]) for f in feats] == [
-                (256, -(-32 // 2 ** i), -(-40 // 2 ** i)) for i in range(5)]
+                (256, 32 // 2 ** i, 40 // 2 ** i) for i in range(5)]
             assert model.neck.out_strides == tuple(cfg.model.rpn_head.anchor_generator.strides)
 
 

@@ -48,8 +48,8 @@ def expected_sizes(kind, declared, h, w):
     if kind != 'pyramid':
         return [(stream_size(h, s), stream_size(w, s)) for s in declared.out_strides]
     h0, w0 = stream_size(h, 4), stream_size(w, 4)
-    # Pyramid levels are pooled from the 1/4 map, rounding up like the backbone's streams.
-    return [(math.ceil(h0 / (s // 4)), math.ceil(w0 / (s // 4))) for s in declared.out_strides]
+    # Pyramid levels are pooled from the 1/4 map with floor, as mmdet's HRFPN.
+    return [(h0 // (s // 4), w0 // (s // 4)) for s in declared.out_strides]
 
 
 @pytest.mark.parametrize('kind', KINDS)

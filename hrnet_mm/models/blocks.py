@@ -1,7 +1,9 @@
 """Residual units of HRNet, written once for every stream.
 
 The sub-module names (``conv1``, ``bn1``, ..., ``downsample``) are those of the ResNet blocks
-that mmseg's, mmdet's and mmpose's HRNets reuse, so their checkpoints load unchanged.
+that mmseg's, mmdet's and mmpose's HRNets reuse, so their checkpoints load unchanged; the norms
+are also reachable as ``norm1``, ``norm2`` (and ``norm3``), whatever their type, as OpenMMLab
+code and ``init_cfg=dict(..., override=dict(name='norm3'))`` expect.
 """
 from typing import Optional
 
@@ -16,7 +18,9 @@ class _ResidualBlock(BaseModule):
     """Shared forward of both residual units: ``relu(body(x) + shortcut(x))``.
 
     Subclasses build ``conv{k}``/``bn{k}`` pairs for ``k = 1..depth`` (a ReLU follows every
-    pair except the last) and set ``self.depth``.
+    pair except the last) and set ``self.depth``. With ``with_cp`` the body and the sum are
+    recomputed in backward, as in the toolboxes' ResNet blocks (so a norm inside sees the
+    batch twice in a training step, there as here).
     """
 
     expansion = 1
@@ -38,11 +42,19 @@ class _ResidualBlock(BaseModule):
         name, norm = build_norm_layer(norm_cfg, out_ch, postfix=k)
         self.add_module(f'conv{k}', conv)
         self.add_module(name, norm)
-        setattr(self, f'_norm{k}_name', name)
+        setattr(self, f'norm{k}_name', name)
 
     def norm(self, k: int) -> nn.Module:
         """The norm layer after the ``k``-th conv (``bn{k}`` for batch norms)."""
-        return getattr(self, getattr(self, f'_norm{k}_name'))
+        return getattr(self, getattr(self, f'norm{k}_name'))
+
+    @property
+    def norm1(self) -> nn.Module:
+        return self.norm(1)
+
+    @property
+    def norm2(self) -> nn.Module:
+        return self.norm(2)
 
     @property
     def last_norm(self) -> nn.Module:
@@ -96,6 +108,10 @@ class Bottleneck(_ResidualBlock):
         self._add_conv_norm(2, conv_cfg, norm_cfg, channels, channels, 3, stride)
         self._add_conv_norm(3, conv_cfg, norm_cfg, channels, channels * self.expansion, 1)
         self._set_shortcut(downsample)
+
+    @property
+    def norm3(self) -> nn.Module:
+        return self.norm(3)
 
 
 BLOCKS = {'BASIC': BasicBlock, 'BOTTLENECK': Bottleneck}

@@ -6,19 +6,22 @@ sub-module names follow mmseg's, mmdet's and mmpose's HRNets, so their checkpoin
 open-mmlab ImageNet ones) load with every key matched.
 """
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+import logging
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init
+from mmengine.registry import DefaultScope
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 
 from ..registry import MODELS
 from .blocks import BLOCKS, _ResidualBlock, make_res_layer
+from .layout import CheckpointMismatchError, describe_checkpoint, match_preset
 
 
 # One row per stage: (num_modules, num_branches, block, num_blocks, num_channels).
@@ -50,64 +53,172 @@ ARCH_ZOO: Dict[str, dict] = {
 STEM_CHANNELS = 64
 STEM_STRIDE = 4
 UPSAMPLE_MODES = ('bilinear', 'nearest')
+STAGE_NAMES = ('stage1', 'stage2', 'stage3', 'stage4')
+STAGE_FIELDS = ('num_modules', 'num_branches', 'block', 'num_blocks', 'num_channels')
+TOOLBOXES = ('mmseg', 'mmpose', 'mmdet')
+
+_KAIMING_INIT = [dict(type='Kaiming', layer='Conv2d'),
+                 dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+
+# What each toolbox's own HRNet does with a setting its config leaves out (their
+# models/backbones/hrnet.py); ``None`` is hrnet_mm's own choice, used outside any toolbox.
+TOOLBOX_DEFAULTS: Dict[Optional[str], dict] = {
+    None: dict(upsample_mode='bilinear', multiscale_output=True, norm_eval=False,
+               init_cfg=_KAIMING_INIT),
+    'mmseg': dict(upsample_mode='bilinear', multiscale_output=True, norm_eval=False,
+                  init_cfg=_KAIMING_INIT),
+    'mmdet': dict(upsample_mode='nearest', multiscale_output=True, norm_eval=True,
+                  init_cfg=_KAIMING_INIT),
+    # mmpose reads multiscale_output from extra['stage4'] (default False: V1) and its upsampling
+    # from extra['upsample']; its convs start from N(0, 0.001).
+    'mmpose': dict(upsample_mode='nearest', multiscale_output=False, norm_eval=False,
+                   init_cfg=[dict(type='Normal', std=0.001, layer=['Conv2d']),
+                             dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]),
+}
 
 
-def resolve_arch(arch: Optional[str], extra: Optional[dict] = None) -> dict:
-    """The stage table of a preset, deep-copied, with ``extra``'s per-stage keys laid over it.
+class HRNetConfigError(ValueError, AssertionError):
+    """A stage table or ``extra`` dict that does not describe an HRNet.
 
-    ``arch=None`` takes ``extra`` alone (mmseg/mmpose-style full ``extra`` dicts).
+    A ``ValueError``; also an ``AssertionError``, which is what mmseg's, mmdet's and mmpose's
+    HRNets raise for the same tables, so code written against them keeps catching it.
     """
+
+
+def resolve_compat(compat: Optional[str]) -> Optional[str]:
+    """``'auto'`` becomes the toolbox whose registry scope is current (``mim train mmseg``,
+    a config's ``default_scope``), or None outside the three toolboxes."""
+    if compat == 'auto':
+        scope = DefaultScope.get_current_instance()
+        name = scope.scope_name if scope is not None else None
+        return name if name in TOOLBOXES else None
+    if compat is not None and compat not in TOOLBOXES:
+        raise ValueError(f"compat must be 'auto', None or one of {TOOLBOXES}, got {compat!r}")
+    return compat
+
+
+def split_extra(extra: Optional[Mapping]) -> Tuple[Dict[str, dict], dict]:
+    """``(stage tables, options)`` from a toolbox-style ``extra`` dict.
+
+    Reads every key the toolboxes' ``extra`` dicts carry: ``stage1``..``stage4`` with the five
+    stage fields, mmpose's ``stage4['multiscale_output']`` and ``upsample=dict(mode,
+    align_corners)``. Anything else is refused rather than ignored.
+    """
+    if extra is None:
+        return {}, {}
+    if not isinstance(extra, Mapping):
+        raise TypeError(f'extra must be a dict of stage tables, got {type(extra).__name__}')
+    stages: Dict[str, dict] = {}
+    options: dict = {}
+    for key, value in copy.deepcopy(dict(extra)).items():
+        if key in STAGE_NAMES:
+            if not isinstance(value, Mapping):
+                raise TypeError(f'extra[{key!r}] must be a dict, got {value!r}')
+            value = dict(value)
+            if key == 'stage4' and 'multiscale_output' in value:
+                options['multiscale_output'] = value.pop('multiscale_output')
+            unknown = sorted(set(value) - set(STAGE_FIELDS))
+            if unknown:
+                also = " (stage4 also takes mmpose's multiscale_output)"
+                raise HRNetConfigError(f'extra[{key!r}] has unknown keys {unknown}; a stage '
+                                       f'takes {list(STAGE_FIELDS)}{also}')
+            stages[key] = value
+        elif key == 'upsample':
+            if not isinstance(value, Mapping):
+                raise TypeError(f"extra['upsample'] must be dict(mode=..., align_corners=...), "
+                                f'got {value!r}')
+            unknown = sorted(set(value) - {'mode', 'align_corners'})
+            if unknown:
+                raise HRNetConfigError(f"extra['upsample'] has unknown keys {unknown}; it "
+                                       "takes 'mode' and 'align_corners' (mmpose)")
+            if 'mode' in value:
+                options['upsample_mode'] = value['mode']
+            if 'align_corners' in value:
+                options['align_corners'] = value['align_corners']
+        else:
+            raise HRNetConfigError(f'extra has an unknown key {key!r}; it takes '
+                                   f"{list(STAGE_NAMES)} and mmpose's 'upsample'")
+    return stages, options
+
+
+def resolve_arch(arch: Optional[str], extra: Optional[Mapping] = None) -> dict:
+    """The stage table of a preset, deep-copied, with ``extra``'s stage tables laid over it.
+
+    ``arch=None`` takes the stages from ``extra`` alone (mmseg/mmpose/mmdet-style full
+    ``extra`` dicts).
+    """
+    if isinstance(arch, Mapping):
+        raise TypeError("HRNet's first argument is the preset name; pass a stage dict as "
+                        'extra=... (with arch=None)')
+    stages, _ = split_extra(extra)
     if arch is None:
-        if not extra:
-            raise ValueError('HRNet needs arch= (one of %s) or a full extra= dict'
-                             % ', '.join(ARCH_ZOO))
-        cfg = {}
+        if not stages:
+            raise HRNetConfigError('HRNet needs arch= (one of %s) or a full extra= dict'
+                                   % ', '.join(ARCH_ZOO))
+        cfg: dict = {}
     elif arch not in ARCH_ZOO:
-        raise ValueError(f'Unknown HRNet arch {arch!r}; valid presets are: '
-                         + ', '.join(ARCH_ZOO))
+        raise HRNetConfigError(f'Unknown HRNet arch {arch!r}; valid presets are: '
+                               + ', '.join(ARCH_ZOO))
     else:
         cfg = copy.deepcopy(ARCH_ZOO[arch])
-    for name, stage in copy.deepcopy(dict(extra or {})).items():
-        if not name.startswith('stage'):
-            continue  # e.g. mmpose's extra['upsample'], read by HRNet itself
+    for name, stage in stages.items():
         cfg.setdefault(name, {}).update(stage)
     _check_stages(cfg)
+    for stage in cfg.values():
+        stage['num_blocks'] = tuple(stage['num_blocks'])
+        stage['num_channels'] = tuple(stage['num_channels'])
     return cfg
 
 
 def _check_stages(cfg: dict) -> None:
-    names = [f'stage{i}' for i in range(1, 5)]
-    if sorted(cfg) != names:
-        raise ValueError(f'HRNet needs exactly the stages {names}, got {sorted(cfg)}')
+    if sorted(cfg) != list(STAGE_NAMES):
+        raise HRNetConfigError(f'HRNet needs exactly the stages {list(STAGE_NAMES)}, '
+                               f'got {sorted(cfg)}')
     prev_branches = 0
-    for name in names:
+    for name in STAGE_NAMES:
         s = cfg[name]
-        missing = {'num_modules', 'num_branches', 'block', 'num_blocks', 'num_channels'} - set(s)
+        missing = set(STAGE_FIELDS) - set(s)
         if missing:
-            raise ValueError(f'extra[{name!r}] lacks {sorted(missing)}')
+            raise HRNetConfigError(f'extra[{name!r}] lacks {sorted(missing)}')
         if s['block'] not in BLOCKS:
-            raise ValueError(f"extra[{name!r}]['block'] is {s['block']!r}; use one of "
-                             f'{sorted(BLOCKS)}')
+            raise HRNetConfigError(f"extra[{name!r}]['block'] is {s['block']!r}; use one "
+                                   f'of {sorted(BLOCKS)}')
         n = s['num_branches']
         if len(s['num_blocks']) != n or len(s['num_channels']) != n:
-            raise ValueError(
+            raise HRNetConfigError(
                 f"extra[{name!r}] has num_branches={n} but num_blocks={tuple(s['num_blocks'])} "
                 f"and num_channels={tuple(s['num_channels'])}: give one entry per branch")
         if name == 'stage1' and n != 1:
-            raise ValueError('extra[\'stage1\'] must have num_branches=1 (a single stream)')
+            raise HRNetConfigError("extra['stage1'] must have num_branches=1 (one stream)")
         if n < prev_branches:
-            raise ValueError(f'extra[{name!r}] has {n} branches, fewer than the stage before '
-                             f'({prev_branches}); streams are only ever added')
-        if s['num_modules'] < 1:
-            raise ValueError(f'extra[{name!r}] needs num_modules >= 1')
+            raise HRNetConfigError(f'extra[{name!r}] has {n} branches, fewer than the stage '
+                                   f'before ({prev_branches}); streams are only ever added')
+        if s['num_modules'] < 1 or min(s['num_blocks']) < 1 or min(s['num_channels']) < 1:
+            raise HRNetConfigError(f'extra[{name!r}] needs num_modules, num_blocks and '
+                                   f'num_channels of at least 1, got {s}')
         prev_branches = n
+
+
+def _pick(name: str, explicit, from_extra, default, extra_key: str):
+    """An explicit argument, else ``extra``'s value, else the toolbox default; both set and
+    different is a contradiction, not a silent override."""
+    if explicit is not None and from_extra is not None and explicit != from_extra:
+        raise ValueError(f'HRNet got {name}={explicit!r} but extra sets {extra_key} to '
+                         f'{from_extra!r}; set it in one place')
+    for value in (explicit, from_extra):
+        if value is not None:
+            return value
+    return default
 
 
 class HRModule(BaseModule):
     """One exchange unit: a residual stack per stream, then every stream receives every other.
 
-    Lower-resolution streams reach a higher one through a 1x1 conv + norm and are resized to
-    the target's exact size (so any input size works); higher ones reach a lower one through
+    Lower-resolution streams reach a higher one through a 1x1 conv + norm and an upsampling by
+    ``2**k``, then, where that does not give the target's size (inputs that are not multiples
+    of 32), a resize to it: mmseg's rule, equal to mmpose's and mmdet's wherever they run (they
+    stop at such sizes). ``exact_upsample=True`` resizes once, straight to the target's size,
+    as the official HRNet-Semantic-Segmentation code. Higher streams reach a lower one through
     stride-2 3x3 conv + norm steps (ReLU between steps). The sums pass a ReLU.
 
     Args:
@@ -117,29 +228,33 @@ class HRModule(BaseModule):
         channels (Sequence[int]): width of each stream's units (times ``block.expansion`` out).
         multiscale_output (bool): fuse into every stream (True) or only the highest (False).
         upsample_mode (str): ``'bilinear'`` or ``'nearest'``.
-        align_corners (bool | None): passed to ``F.interpolate`` for bilinear.
+        align_corners (bool | None): for bilinear upsampling (None means False).
+        exact_upsample (bool): one resize to the target's size instead of ``2**k`` then resize.
+        with_cp (bool): gradient checkpointing inside every residual unit (as the toolboxes).
     """
 
     def __init__(self, in_channels: Sequence[int], block: type, num_blocks: Sequence[int],
                  channels: Sequence[int], *, multiscale_output: bool = True,
-                 upsample_mode: str = 'bilinear', align_corners: Optional[bool] = False,
-                 with_cp: bool = False, conv_cfg=None, norm_cfg=dict(type='BN'),
-                 init_cfg=None):
+                 upsample_mode: str = 'bilinear', align_corners: Optional[bool] = None,
+                 exact_upsample: bool = False, with_cp: bool = False, conv_cfg=None,
+                 norm_cfg=dict(type='BN'), init_cfg=None):
         super().__init__(init_cfg)
+        if not len(in_channels) == len(num_blocks) == len(channels):
+            raise ValueError(f'HRModule needs one entry per stream: in_channels={in_channels}, '
+                             f'num_blocks={num_blocks}, channels={channels}')
         self.num_branches = len(channels)
         self.upsample_mode = upsample_mode
-        self.align_corners = align_corners
-        # with_cp checkpoints the whole unit (branches and exchange), keeping only its inputs
-        # for backward, rather than each residual block inside it.
+        self.align_corners = bool(align_corners) if upsample_mode == 'bilinear' else None
+        self.exact_upsample = exact_upsample
         self.with_cp = with_cp
         self.branches = nn.ModuleList(
-            make_res_layer(block, cin, c, n, with_cp=False, conv_cfg=conv_cfg,
+            make_res_layer(block, cin, c, n, with_cp=with_cp, conv_cfg=conv_cfg,
                            norm_cfg=norm_cfg)
             for cin, c, n in zip(in_channels, channels, num_blocks))
         self.out_channels = tuple(c * block.expansion for c in channels)
         self.fuse_layers = self._make_fuse_layers(
             self.out_channels, multiscale_output, conv_cfg, norm_cfg)
-        # In place: every row sums two or more terms into a tensor it owns (see _forward).
+        # In place: every row sums two or more terms into a tensor it owns (see forward).
         self.relu = nn.ReLU(inplace=True)
 
     @staticmethod
@@ -171,16 +286,21 @@ class HRModule(BaseModule):
             fuse_layers.append(row)
         return fuse_layers
 
-    def forward(self, x: List[torch.Tensor]) -> List[torch.Tensor]:
-        if self.with_cp and any(t.requires_grad for t in x):
-            return list(cp.checkpoint(self._forward, *x, use_reentrant=False))
-        return self._forward(*x)
+    def _upsample(self, z: torch.Tensor, factor: int, size) -> torch.Tensor:
+        size = tuple(size)
+        if not self.exact_upsample:
+            scaled = (z.shape[-2] * factor, z.shape[-1] * factor)
+            z = F.interpolate(z, size=scaled, mode=self.upsample_mode,
+                              align_corners=self.align_corners)
+            if scaled == size:
+                return z
+        return F.interpolate(z, size=size, mode=self.upsample_mode,
+                             align_corners=self.align_corners)
 
-    def _forward(self, *x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: List[torch.Tensor]) -> List[torch.Tensor]:
         x = [branch(xi) for branch, xi in zip(self.branches, x)]
         if len(self.fuse_layers) == 0:
             return x
-        align_corners = self.align_corners if self.upsample_mode == 'bilinear' else None
         outs = []
         for i, row in enumerate(self.fuse_layers):
             # Sum in place into a tensor this row owns (a norm or resize output, whose backward
@@ -189,8 +309,7 @@ class HRModule(BaseModule):
             for j, layer in enumerate(row):
                 z = layer(x[j])
                 if j > i:
-                    z = F.interpolate(z, size=x[i].shape[-2:], mode=self.upsample_mode,
-                                      align_corners=align_corners)
+                    z = self._upsample(z, 2 ** (j - i), x[i].shape[-2:])
                 if y is None:
                     y, owned = z, j != i
                 elif owned:
@@ -209,41 +328,61 @@ class HRNet(BaseModule):
     bottlenecks; stages 2-4 keep their streams and add one at half the resolution
     (1/8, 1/16, 1/32), each stage a sequence of exchange units (:class:`HRModule`).
 
+    Built from an mmseg, mmpose or mmdet config (``compat='auto'``, the default), every setting
+    the config leaves out takes that toolbox's default, so swapping ``type='HRNet'`` for
+    ``type='hrnet_mm.HRNet'`` keeps the toolbox's network, outputs and training behaviour.
+
     Args:
         arch (str | None): preset, one of ``ARCH_ZOO`` (``'w18_small'``, ``'w18_small_v2'``,
             ``'w18'``, ``'w30'``, ``'w32'``, ``'w40'``, ``'w44'``, ``'w48'``, ``'w64'``).
             Default ``'w32'``. ``None`` takes the stages from ``extra`` alone.
-        extra (dict, optional): per-stage overrides laid over the preset, e.g.
-            ``dict(stage4=dict(num_modules=2))``; an mmseg/mmpose-style full ``extra`` also
-            works. Its ``upsample`` entry (mmpose) sets ``upsample_mode``/``align_corners``.
+        extra (dict, optional): stage tables laid over the preset, e.g.
+            ``dict(stage4=dict(num_modules=2))``, or a toolbox's full ``extra``. Also read:
+            mmpose's ``stage4['multiscale_output']`` and ``upsample=dict(mode,
+            align_corners)``. Unknown keys, and values that contradict an explicit argument,
+            are errors.
+        compat (str | None): whose defaults fill what is left out: ``'mmseg'``, ``'mmpose'``,
+            ``'mmdet'``, None (hrnet_mm's: bilinear, all streams, no norm_eval), or ``'auto'``
+            (default): the toolbox whose registry scope is current when the model is built,
+            else None. See ``TOOLBOX_DEFAULTS``.
         in_channels (int): image channels. Default 3.
-        upsample_mode (str): ``'bilinear'`` (mmseg and the official segmentation code,
-            default) or ``'nearest'`` (mmpose, mmdet, timm, official classification/pose).
-        align_corners (bool | None): for bilinear upsampling. Default False.
-        multiscale_output (bool): the last exchange unit feeds every stream (True, default) or
+        upsample_mode (str, optional): ``'bilinear'`` (mmseg, official segmentation code) or
+            ``'nearest'`` (mmpose, mmdet, timm, official classification/pose). Default: compat's.
+        align_corners (bool, optional): for bilinear upsampling. Default False.
+        exact_upsample (bool): fuse lower streams by one resize to the target's size instead of
+            the toolboxes' upsampling by ``2**k`` (then a resize where sizes differ). The two
+            agree when the input is a multiple of 32. Default False.
+        multiscale_output (bool, optional): the last exchange unit feeds every stream (True) or
             only the highest-resolution one (False, the V1 representation of pose models).
+            Default: compat's (False for mmpose, else True).
         conv_cfg (dict, optional): conv layer config for ``build_conv_layer``.
         norm_cfg (dict): norm layer config. Default ``dict(type='BN')``.
-        norm_eval (bool): keep norm layers in eval mode while training. Default False.
+        norm_eval (bool, optional): keep norm layers in eval mode while training. Default:
+            compat's (True for mmdet, else False).
         frozen_stages (int): -1 freezes nothing, 0 the stem, k also stages 1..k (with the
             transition leaving each). Default -1.
-        with_cp (bool): gradient checkpointing: each exchange unit (and each stage-1 block)
-            keeps only its inputs for backward and recomputes the rest. Default False.
+        with_cp (bool): gradient checkpointing inside every residual unit, as the toolboxes.
+            Default False.
         zero_init_residual (bool): zero the last norm of each residual unit, unless weights
-            come from a ``Pretrained`` init. Default False.
+            come from a ``Pretrained`` init (mmseg's and mmdet's flag does nothing). Default
+            False.
         channels_last (bool): keep weights and activations channels-last (NHWC strides; the
-            same values), which oneDNN and cuDNN run faster. Downstream heads then receive
-            channels-last maps: fine for convs and FCN/PSP/heatmap heads, not for heads that
-            ``.view()`` features (mmseg's OCRHead). Default False.
+            same values up to float rounding), which oneDNN and cuDNN run faster. Downstream
+            heads then receive channels-last maps: fine for convs and FCN/PSP/heatmap heads,
+            not for heads that ``.view()`` features (mmseg's OCRHead). Default False.
+        partial_load (bool): accept a checkpoint that covers only part of this backbone (say
+            RGB weights for ``in_channels=4``): tensors it lacks keep their init and tensors of
+            another shape are skipped, with mmengine's warning. Default False: such a
+            checkpoint is refused with an error that says what it looks like.
         pretrained (str, optional): deprecated alias of
             ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)`` (mmseg's models set it).
-        init_cfg (dict | list[dict], optional): mmengine init config; default Kaiming convs,
-            unit norms.
+        init_cfg (dict | list[dict], optional): mmengine init config; default: compat's
+            (Kaiming convs and unit norms; mmpose: N(0, 0.001) convs).
 
     Example:
         >>> import torch
         >>> from hrnet_mm import HRNet
-        >>> net = HRNet(arch='w18_small').eval()
+        >>> net = HRNet(arch='w18_small', compat=None).eval()
         >>> [tuple(o.shape) for o in net(torch.rand(1, 3, 64, 96))]
         [(1, 16, 16, 24), (1, 32, 8, 12), (1, 64, 4, 6), (1, 128, 2, 3)]
         >>> net.out_channels, net.out_strides
@@ -253,12 +392,16 @@ class HRNet(BaseModule):
     arch_zoo = ARCH_ZOO
 
     def __init__(self, arch: Optional[str] = 'w32', *, extra: Optional[dict] = None,
-                 in_channels: int = 3, upsample_mode: str = 'bilinear',
-                 align_corners: Optional[bool] = False, multiscale_output: bool = True,
+                 compat: Optional[str] = 'auto', in_channels: int = 3,
+                 upsample_mode: Optional[str] = None, align_corners: Optional[bool] = None,
+                 exact_upsample: bool = False, multiscale_output: Optional[bool] = None,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
-                 norm_eval: bool = False, frozen_stages: int = -1, with_cp: bool = False,
-                 zero_init_residual: bool = False, channels_last: bool = False,
+                 norm_eval: Optional[bool] = None, frozen_stages: int = -1,
+                 with_cp: bool = False, zero_init_residual: bool = False,
+                 channels_last: bool = False, partial_load: bool = False,
                  pretrained: Optional[str] = None, init_cfg=None):
+        self.compat = resolve_compat(compat)
+        defaults = TOOLBOX_DEFAULTS[self.compat]
         if pretrained is not None and init_cfg is not None:
             raise ValueError('HRNet: give either pretrained= or init_cfg=, not both')
         if pretrained is not None:
@@ -266,26 +409,36 @@ class HRNet(BaseModule):
                 raise TypeError(f'pretrained must be a path or URL string, got {pretrained!r}')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         if init_cfg is None:
-            init_cfg = [dict(type='Kaiming', layer='Conv2d'),
-                        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+            init_cfg = copy.deepcopy(defaults['init_cfg'])
         super().__init__(init_cfg)
 
         self.stages_cfg = resolve_arch(arch, extra)
-        upsample = dict((extra or {}).get('upsample', {}))
-        upsample_mode = upsample.get('mode', upsample_mode)
-        align_corners = upsample.get('align_corners', align_corners)
+        _, options = split_extra(extra)
+        upsample_mode = _pick('upsample_mode', upsample_mode, options.get('upsample_mode'),
+                              defaults['upsample_mode'], "extra['upsample']['mode']")
+        align_corners = _pick('align_corners', align_corners, options.get('align_corners'),
+                              None, "extra['upsample']['align_corners']")
+        multiscale_output = _pick('multiscale_output', multiscale_output,
+                                  options.get('multiscale_output'),
+                                  defaults['multiscale_output'],
+                                  "extra['stage4']['multiscale_output']")
+        norm_eval = defaults['norm_eval'] if norm_eval is None else norm_eval
         if upsample_mode not in UPSAMPLE_MODES:
             raise ValueError(f'upsample_mode must be one of {UPSAMPLE_MODES}, '
                              f'got {upsample_mode!r}')
+        if upsample_mode == 'nearest' and align_corners:
+            raise ValueError('align_corners=True only applies to bilinear upsampling; '
+                             "drop it or set upsample_mode='bilinear'")
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'frozen_stages must be in -1..4, got {frozen_stages}')
 
-        self.arch = arch
+        self.arch = arch if arch is not None else match_preset(self.stages_cfg, ARCH_ZOO)
         self.in_channels = in_channels
         self.upsample_mode = upsample_mode
-        self.align_corners = align_corners
+        self.align_corners = bool(align_corners) if upsample_mode == 'bilinear' else None
+        self.exact_upsample = exact_upsample
         self.norm_cfg = copy.deepcopy(norm_cfg)
         self.conv_cfg = conv_cfg
         self.norm_eval = norm_eval
@@ -293,6 +446,7 @@ class HRNet(BaseModule):
         self.with_cp = with_cp
         self.zero_init_residual = zero_init_residual
         self.multiscale_output = multiscale_output
+        self.partial_load = partial_load
 
         # Stem: two stride-2 3x3 convs to 1/4.
         self.conv1 = build_conv_layer(conv_cfg, in_channels, STEM_CHANNELS, 3, stride=2,
@@ -325,7 +479,8 @@ class HRNet(BaseModule):
                 module = HRModule(
                     in_chs, block, cfg['num_blocks'], cfg['num_channels'],
                     multiscale_output=multiscale_output or not last,
-                    upsample_mode=upsample_mode, align_corners=align_corners, **common)
+                    upsample_mode=upsample_mode, align_corners=self.align_corners,
+                    exact_upsample=exact_upsample, **common)
                 in_chs = module.out_channels
                 modules.append(module)
             self.add_module(f'stage{s}', nn.Sequential(*modules))
@@ -338,6 +493,11 @@ class HRNet(BaseModule):
         if channels_last:
             self.to(memory_format=torch.channels_last)
         self._freeze_stages()
+        if compat == 'auto' and self.compat is not None:
+            print_log(f'hrnet_mm.HRNet: {self.compat} defaults (registry scope '
+                      f'{self.compat!r}): upsample_mode={upsample_mode!r}, '
+                      f'multiscale_output={multiscale_output}, norm_eval={norm_eval}',
+                      logger='current', level=logging.INFO)
 
     @property
     def norm1(self) -> nn.Module:
@@ -389,6 +549,8 @@ class HRNet(BaseModule):
                       if isinstance(c, dict) and c.get('type') == 'Pretrained']
         try:
             super().init_weights()
+        except CheckpointMismatchError:
+            raise
         except Exception as err:
             if not pretrained:
                 raise
@@ -406,24 +568,39 @@ class HRNet(BaseModule):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        # mmengine's non-strict loading (Pretrained init, load_from) only warns about shape
-        # mismatches and carries on with those tensors left out; refuse instead, naming widths.
-        own = self.state_dict()
-        wrong = [(k, tuple(state_dict[prefix + k].shape), tuple(v.shape))
-                 for k, v in own.items()
-                 if prefix + k in state_dict and state_dict[prefix + k].shape != v.shape]
-        if wrong:
-            key = 'stage2.0.branches.0.0.conv1.weight'
-            theirs = state_dict.get(prefix + key)
-            width = f' (its first stream is {theirs.shape[0]} wide, ours {own[key].shape[0]})' \
-                if theirs is not None and theirs.dim() == 4 else ''
-            raise ValueError(
-                f'checkpoint does not fit this HRNet (arch={self.arch!r}){width}: '
-                f'{len(wrong)} tensors differ in shape, e.g. {wrong[0][0]}: {wrong[0][1]} in the '
-                f'checkpoint vs {wrong[0][2]} here. Build the arch the checkpoint was trained '
-                'with, or use a checkpoint of this width.')
+        # mmengine's non-strict loading (Pretrained init, load_from, mim test --checkpoint)
+        # only warns about missing keys and shape mismatches and carries on with a half-loaded
+        # backbone; refuse instead, saying what the checkpoint is.
+        if not self.partial_load:
+            self._check_checkpoint_fits(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+    def _check_checkpoint_fits(self, state_dict, prefix: str) -> None:
+        own = self.state_dict()
+        # Checkpoints from before torch 0.4.1 lack num_batches_tracked; torch fills it in.
+        required = [k for k in own if not k.endswith('num_batches_tracked')]
+        missing = [k for k in required if prefix + k not in state_dict]
+        wrong = [(k, tuple(state_dict[prefix + k].shape), tuple(v.shape))
+                 for k, v in own.items()
+                 if isinstance(state_dict.get(prefix + k), torch.Tensor)
+                 and state_dict[prefix + k].shape != v.shape]
+        if not missing and not wrong:
+            return
+        what, fix = describe_checkpoint(state_dict, prefix, ARCH_ZOO)
+        problems = []
+        if missing:
+            problems.append(f'{len(missing)} of its {len(required)} tensors are missing from '
+                            f'the checkpoint (e.g. {prefix}{missing[0]})')
+        if wrong:
+            k, theirs, ours = wrong[0]
+            problems.append(f'{len(wrong)} differ in shape (e.g. {prefix}{k}: {theirs} in the '
+                            f'checkpoint vs {ours} here)')
+        raise CheckpointMismatchError(
+            f"checkpoint does not fit hrnet_mm.HRNet(arch={self.arch!r}) under prefix "
+            f"{prefix!r}: {' and '.join(problems)}. The checkpoint looks like {what}. "
+            f'Fix: {fix}. For a deliberate partial load (e.g. RGB weights into '
+            'in_channels=4), build the backbone with partial_load=True.')
 
     def train(self, mode: bool = True) -> 'HRNet':
         super().train(mode)

@@ -148,6 +148,9 @@ class HRNetPyramidNeck(_StreamsNeck):
         upsample_mode, align_corners: how streams are resized (default bilinear, False).
         conv_cfg, norm_cfg, act_cfg (dict, optional): of every conv; norm and act default None.
         with_cp (bool): gradient checkpointing of the convs. Default False.
+        ceil_mode (bool): pool with ``ceil_mode``, so a 1/4 map whose sides are not multiples
+            of ``2**(num_outs - 1)`` keeps its border cells (a 200x336 map gives a 13x21 top
+            level instead of 12x21). Default False: floor, as HRFPN.
         init_cfg (dict): default Caffe2Xavier on convs, as HRFPN.
 
     Example:
@@ -167,6 +170,7 @@ class HRNetPyramidNeck(_StreamsNeck):
                  upsample_mode: str = 'bilinear', align_corners: Optional[bool] = False,
                  conv_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = None,
                  act_cfg: Optional[dict] = None, with_cp: bool = False,
+                 ceil_mode: bool = False,
                  init_cfg=dict(type='Caffe2Xavier', layer='Conv2d')):
         super().__init__(in_channels, in_index, upsample_mode, align_corners, init_cfg)
         if pooling_type not in ('AVG', 'MAX'):
@@ -175,6 +179,7 @@ class HRNetPyramidNeck(_StreamsNeck):
             raise ValueError(f'num_outs must be >= 1, got {num_outs}')
         self.num_outs = num_outs
         self.with_cp = with_cp
+        self.ceil_mode = ceil_mode
         self.pool = F.avg_pool2d if pooling_type == 'AVG' else F.max_pool2d
         conv = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
         self.reduction_conv = ConvModule(self.concat_channels, out_channels, 1, **conv)
@@ -192,8 +197,14 @@ class HRNetPyramidNeck(_StreamsNeck):
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         out = self._run(self.reduction_conv, self._concat(inputs))
-        # ceil_mode: sizes that are not multiples of 2**i keep their border (and a map smaller
-        # than the window still gives one cell); at multiples it equals HRFPN's floor pooling.
-        levels = [out] + [self.pool(out, kernel_size=2 ** i, stride=2 ** i, ceil_mode=True)
+        window = 2 ** (self.num_outs - 1)
+        if not self.ceil_mode and min(out.shape[-2:]) < window:
+            raise ValueError(
+                f'HRNetPyramidNeck: its {tuple(out.shape[-2:])} input map is smaller than the '
+                f'{window}x{window} pooling window of level {self.num_outs - 1}; feed images of '
+                f'at least {self.concat_stride * window} px a side, or set num_outs lower or '
+                'ceil_mode=True')
+        levels = [out] + [self.pool(out, kernel_size=2 ** i, stride=2 ** i,
+                                    ceil_mode=self.ceil_mode)
                           for i in range(1, self.num_outs)]
         return tuple(self._run(conv, x) for conv, x in zip(self.fpn_convs, levels))
