@@ -27,6 +27,18 @@ def quiet(module):
     return module
 
 
+def randomize_norms(model, seed=0):
+    """Non-trivial norm parameters and running statistics, so every buffer matters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
 def run_cli(args, cwd=REPO, timeout=900):
     """Run a command line as a user would; fail the test with its output if it fails."""
     env = dict(os.environ, PYTHONUNBUFFERED='1')

@@ -6,15 +6,14 @@ import torch
 
 from hrnet_mm import HRNet, HRNetConcatNeck, optimize_for_inference
 
-from .conftest import quiet
-from .test_parity import randomize_norm_stats
+from .conftest import quiet, randomize_norms
 
 
 @pytest.mark.parametrize('arch', ['w18_small', 'w18'])
 def test_folded_channels_last_model_gives_the_same_outputs(arch):
     model = torch.nn.Sequential(quiet(HRNet(arch)), HRNetConcatNeck(
         [18 * 2 ** i if arch == 'w18' else 16 * 2 ** i for i in range(4)], out_channels=64))
-    randomize_norm_stats(model)
+    randomize_norms(model)
     model.eval()
     fast = optimize_for_inference(copy.deepcopy(model))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
@@ -73,7 +72,7 @@ def test_folding_leaves_norms_that_run_before_their_conv():
     model = torch.nn.Sequential(
         ConvModule(8, 8, 3, padding=1, norm_cfg=dict(type='BN'), order=('norm', 'conv', 'act')),
         ConvModule(8, 8, 3, padding=1, norm_cfg=dict(type='BN')))
-    randomize_norm_stats(model)
+    randomize_norms(model)
     model.eval()
     fast = optimize_for_inference(copy.deepcopy(model))
     assert isinstance(fast[0].bn, torch.nn.BatchNorm2d)

@@ -16,15 +16,14 @@ from hypothesis import strategies as st
 from hrnet_mm import HRNet, HRNetConcatNeck, HRNetPyramidNeck
 from hrnet_mm.convert import ConversionError, convert
 
-from .conftest import REPO, quiet, run_cli
-from .test_parity import randomize_norm_stats
+from .conftest import REPO, quiet, randomize_norms, run_cli
 
 CONVERT = [sys.executable, osp.join(REPO, 'tools', 'convert_checkpoint.py')]
 
 
 def _randomized(arch):
     net = quiet(HRNet(arch))
-    randomize_norm_stats(net)
+    randomize_norms(net)
     return net.eval()
 
 
