@@ -292,3 +292,19 @@ def test_shipped_seg_config_takes_mmseg_checkpoints(ours_cfg, stock):
         a, b = ours._forward(x), theirs._forward(x)
     assert a.shape == b.shape
     assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+@pytest.mark.parametrize('peer', list(PEERS))
+def test_kept_stream_that_changes_width_is_fed_from_itself(peer):
+    """The toolboxes feed a kept stream's width-changing transition from the lowest stream
+    (and fail on such tables); hrnet_mm feeds it from its own stream."""
+    extra = copy.deepcopy(TINY)
+    extra['stage3']['num_channels'] = (6, 8, 16)
+    extra['stage4']['num_channels'] = (6, 8, 16, 32)
+    theirs = PEERS[peer](extra=copy.deepcopy(extra))
+    theirs.eval()
+    with pytest.raises(RuntimeError, match='to have 4 channels, but got 8 channels'):
+        theirs(torch.randn(1, 3, 64, 96))
+    ours = HRNet(arch=None, extra=extra, compat=peer).eval()
+    outs = ours(torch.randn(1, 3, 64, 96))
+    assert outs[0].shape == (1, 6, 16, 24)

@@ -27,6 +27,23 @@ def test_hrnet_mm_types_resolve_from_each_toolbox(scope):
     assert type(theirs).__module__.startswith(scope)
 
 
+@pytest.mark.parametrize('scope', list(SCOPES))
+def test_toolbox_defaults_follow_the_registry_scope(scope):
+    """Built from a toolbox's config (its default scope), settings left out are that toolbox's."""
+    registry = importlib.import_module(SCOPES[scope]).MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        net = registry.build(dict(type='hrnet_mm.HRNet', arch='w18_small'))
+    expected = hrnet_mm.TOOLBOX_DEFAULTS[scope]
+    assert net.compat == scope
+    assert (net.upsample_mode, net.multiscale_output, net.norm_eval) == (
+        expected['upsample_mode'], expected['multiscale_output'], expected['norm_eval'])
+    assert net.init_cfg == expected['init_cfg']
+    assert HRNet('w18_small').compat is None  # outside any toolbox: hrnet_mm's own defaults
+    with DefaultScope.overwrite_default_scope(scope):
+        assert registry.build(dict(type='hrnet_mm.HRNet', arch='w18_small',
+                                   compat=None)).compat is None
+
+
 def test_registry_is_a_child_of_the_root():
     from mmengine.registry import MODELS as ROOT
     assert hrnet_mm.MODELS.scope == 'hrnet_mm'
@@ -47,6 +64,42 @@ def test_unknown_preset_lists_the_valid_ones():
 def test_inconsistent_extra_is_refused_clearly(extra, message):
     with pytest.raises(ValueError, match=message):
         HRNet('w18', extra=extra)
+
+
+@pytest.mark.parametrize('extra, message', [
+    (dict(stage2=dict(num_chanels=(18, 36))),
+     r"extra\['stage2'\] has unknown keys \['num_chanels'\]"),
+    (dict(stage3=dict(multiscale_output=False)), r"unknown keys \['multiscale_output'\]"),
+    (dict(upsample=dict(mode='nearest', scale=2)), r"extra\['upsample'\] has unknown keys"),
+    (dict(fuse_method='SUM'), r"unknown key 'fuse_method'"),
+])
+def test_unknown_extra_keys_are_refused(extra, message):
+    with pytest.raises(ValueError, match=message):
+        HRNet('w18', extra=extra)
+
+
+@pytest.mark.parametrize('kw, extra, message', [
+    (dict(upsample_mode='bilinear'), dict(upsample=dict(mode='nearest')),
+     r"upsample_mode='bilinear' but extra sets extra\['upsample'\]\['mode'\] to 'nearest'"),
+    (dict(multiscale_output=True), dict(stage4=dict(multiscale_output=False)),
+     r"multiscale_output=True but extra sets extra\['stage4'\]\['multiscale_output'\]"),
+])
+def test_contradictions_between_arguments_and_extra_are_refused(kw, extra, message):
+    with pytest.raises(ValueError, match=message):
+        HRNet('w18', extra=extra, **kw)
+
+
+def test_extra_sets_what_the_arguments_leave_out():
+    net = HRNet('w18_small', extra=dict(upsample=dict(mode='bilinear', align_corners=True),
+                                        stage4=dict(multiscale_output=False)))
+    assert (net.upsample_mode, net.align_corners, net.out_channels) == ('bilinear', True, (16,))
+    # agreeing in both places is fine
+    HRNet('w18_small', upsample_mode='nearest', extra=dict(upsample=dict(mode='nearest')))
+
+
+def test_stage_dict_as_first_argument_says_to_use_extra():
+    with pytest.raises(TypeError, match=r'extra=\.\.\. \(with arch=None\)'):
+        HRNet(dict(hrnet_mm.ARCH_ZOO['w18']))
 
 
 def test_neck_in_channels_must_match_the_backbone():

@@ -46,13 +46,14 @@ def quiet_logs():
     MMLogger.get_instance('mmengine').setLevel(logging.ERROR)
 
 
-def build_pair(arch, device):
+def build_pair(arch, device, with_cp=False):
     """(mmseg HRNet, hrnet_mm HRNet) with identical random weights and norm statistics."""
     from mmseg.models.backbones import HRNet as SegHRNet
 
     from hrnet_mm import ARCH_ZOO, HRNet
     torch.manual_seed(0)
-    ref = SegHRNet(extra=copy.deepcopy({k: dict(v) for k, v in ARCH_ZOO[arch].items()}))
+    ref = SegHRNet(extra=copy.deepcopy({k: dict(v) for k, v in ARCH_ZOO[arch].items()}),
+                   with_cp=with_cp)
     ref.init_weights()
     # Norm statistics of the data, as a trained network has them (cumulative average over a
     # few random batches), so eval-mode outputs are on a realistic scale.
@@ -68,7 +69,7 @@ def build_pair(arch, device):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 0.1
     # Our training path is the one our configs use: channels-last (same values).
-    ours = HRNet(arch, upsample_mode='bilinear', channels_last=True)
+    ours = HRNet(arch, compat='mmseg', channels_last=True, with_cp=with_cp)
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ref.to(device), ours.to(device)
 
@@ -172,11 +173,7 @@ def train_step_fn(model, x):
 def memory_probe(args):
     """Child process: one warm training step, print peak RSS growth (bytes) as JSON."""
     quiet_logs()
-    model = build_pair(args.arch, 'cpu')[0 if args.probe == 'mmseg' else 1]
-    if args.with_cp:
-        for m in model.modules():
-            if hasattr(m, 'with_cp'):
-                m.with_cp = True
+    model = build_pair(args.arch, 'cpu', with_cp=args.with_cp)[0 if args.probe == 'mmseg' else 1]
     x = torch.randn(args.train_batch, 3, *args.size)
     step = train_step_fn(model, x)
     page = os.sysconf('SC_PAGE_SIZE')
@@ -320,16 +317,15 @@ def main():
         res.update(train_batch=args.train_batch, train_s_mmseg=t_ref_train,
                    train_s_hrnet_mm=t_ours_train, speedup_train=t_ref_train / t_ours_train)
         if dev.startswith('cuda'):
-            peak = cuda_peak(ours, xt)
-            for m in ours.modules():
-                if hasattr(m, 'with_cp'):
-                    m.with_cp = True
-            peak_cp = cuda_peak(ours, xt)
-            peak_ref = cuda_peak(ref, xt)
+            peak, peak_ref = cuda_peak(ours, xt), cuda_peak(ref, xt)
+            ref_cp, ours_cp = build_pair(args.arch, dev, with_cp=True)
+            peak_cp, peak_ref_cp = cuda_peak(ours_cp, xt), cuda_peak(ref_cp, xt)
         else:
             peak_ref, peak = cpu_peak(args, 'mmseg'), cpu_peak(args, 'hrnet_mm')
+            peak_ref_cp = cpu_peak(args, 'mmseg', with_cp=True)
             peak_cp = cpu_peak(args, 'hrnet_mm', with_cp=True)
         res.update(train_peak_bytes_mmseg=peak_ref, train_peak_bytes_hrnet_mm=peak,
+                   train_peak_bytes_mmseg_with_cp=peak_ref_cp,
                    train_peak_bytes_hrnet_mm_with_cp=peak_cp, with_cp_memory_ratio=peak_cp / peak)
 
     rows = [('inference latency (s, median)', 'infer_s_mmseg', 'infer_s_hrnet_mm', 'speedup_infer'),
@@ -344,7 +340,8 @@ def main():
         mb = 2 ** 20
         print(f"{'training peak memory (MiB)':34}{res['train_peak_bytes_mmseg'] / mb:12.1f}"
               f"{res['train_peak_bytes_hrnet_mm'] / mb:12.1f}")
-        print(f"{'  hrnet_mm with_cp (MiB, ratio)':34}{'':12}"
+        print(f"{'  with_cp (MiB; ours vs without)':34}"
+              f"{res['train_peak_bytes_mmseg_with_cp'] / mb:12.1f}"
               f"{res['train_peak_bytes_hrnet_mm_with_cp'] / mb:12.1f}"
               f"{res['with_cp_memory_ratio']:9.2f}x")
     if 'sys_s_mmseg' in res:

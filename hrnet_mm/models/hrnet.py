@@ -5,6 +5,7 @@ After Sun et al., *Deep High-Resolution Representation Learning for Visual Recog
 sub-module names follow mmseg's, mmdet's and mmpose's HRNets, so their checkpoints (and the
 open-mmlab ImageNet ones) load with every key matched.
 """
+import contextlib
 import copy
 import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -12,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
@@ -211,6 +213,26 @@ def _pick(name: str, explicit, from_extra, default, extra_key: str):
     return default
 
 
+@contextlib.contextmanager
+def _running_stats_frozen(norms: Sequence[nn.Module]):
+    """Batch norms keep their running statistics and ``num_batches_tracked`` as they are.
+
+    With momentum 0 the update writes back the same values bit for bit (``1 * r + 0 * m``),
+    and the norm still records for backward exactly what it did the first time.
+    """
+    saved = [(m.momentum, m.num_batches_tracked.clone()
+              if m.num_batches_tracked is not None else None) for m in norms]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
 class HRModule(BaseModule):
     """One exchange unit: a residual stack per stream, then every stream receives every other.
 
@@ -230,7 +252,8 @@ class HRModule(BaseModule):
         upsample_mode (str): ``'bilinear'`` or ``'nearest'``.
         align_corners (bool | None): for bilinear upsampling (None means False).
         exact_upsample (bool): one resize to the target's size instead of ``2**k`` then resize.
-        with_cp (bool): gradient checkpointing inside every residual unit (as the toolboxes).
+        with_cp (bool): gradient checkpointing inside every residual unit (as the toolboxes)
+            and of the exchange, whose norms still update their statistics once a step.
     """
 
     def __init__(self, in_channels: Sequence[int], block: type, num_blocks: Sequence[int],
@@ -301,6 +324,17 @@ class HRModule(BaseModule):
         x = [branch(xi) for branch, xi in zip(self.branches, x)]
         if len(self.fuse_layers) == 0:
             return x
+        if self.with_cp and any(t.requires_grad for t in x):
+            # The exchange is recomputed in backward too, but its norms must see the batch
+            # once (as in the toolboxes, which keep these activations): the recomputation runs
+            # them on batch statistics without touching running statistics.
+            norms = [m for m in self.fuse_layers.modules() if isinstance(m, _BatchNorm)]
+            return list(cp.checkpoint(
+                self._fuse, *x, use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), _running_stats_frozen(norms))))
+        return self._fuse(*x)
+
+    def _fuse(self, *x: torch.Tensor) -> List[torch.Tensor]:
         outs = []
         for i, row in enumerate(self.fuse_layers):
             # Sum in place into a tensor this row owns (a norm or resize output, whose backward
