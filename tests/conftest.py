@@ -9,10 +9,22 @@ import torch
 from mmengine.logging import MMLogger
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# The procedural street scenes live beside the demo, in tools/.
+sys.path.insert(0, osp.join(REPO, 'tools'))
 
 # mmengine logs one line per initialised parameter; keep test output readable.
 MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def outside_any_toolbox_scope():
+    """Each test starts outside any toolbox's registry scope. mmengine's current scope is
+    process-wide and outlives the test that set it; it decides hrnet_mm.HRNet's defaults
+    (compat='auto'), so a scope left by an earlier test would change a later one."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        yield
 
 
 def quiet(module):
@@ -53,7 +65,7 @@ def run_cli(args, cwd=REPO, timeout=900):
 @pytest.fixture(scope='session')
 def street_data(tmp_path_factory):
     """A small copy of the procedural Cityscapes-layout dataset (8 train, 4 val images)."""
-    from hrnet_mm.demo_data import make_dataset
+    from street_scenes import make_dataset
     root = tmp_path_factory.mktemp('street')
     make_dataset(str(root), num_train=8, num_val=4, size=(128, 256), seed=1)
     return str(root)

@@ -68,7 +68,7 @@ def test_mmseg_benchmark_tool_and_flops_on_our_config(street_data, tmp_path):
             + data_options(street_data))
     # mmseg's benchmark.py takes no --cfg-options and skips 5 warm-up images: point a config
     # at a 12-image val split.
-    from hrnet_mm.demo_data import make_dataset
+    from street_scenes import make_dataset
     bench_root = str(tmp_path / 'bench_data')
     make_dataset(bench_root, num_train=0, num_val=12, size=(128, 256), seed=2)
     bench_cfg = tmp_path / 'bench_cfg.py'

@@ -3,7 +3,7 @@
     python tools/run_demo.py [--config configs/demo_street_hrnet_w18_small.py]
                              [--work-dir work_dirs/demo] [--data-root data/demo_cityscapes]
 
-1. writes the procedural Cityscapes-layout dataset (hrnet_mm.demo_data) if it is not there;
+1. writes the procedural Cityscapes-layout dataset (tools/street_scenes.py) if it is not there;
 2. trains with ``mim train mmsegmentation <config>`` (mmengine's Runner, progress every 25 iters);
 3. evaluates the last checkpoint with ``mim test mmsegmentation <config> --checkpoint ...``;
 4. saves ``predictions/*.png`` (input | prediction | ground truth, Cityscapes colours) and
@@ -100,7 +100,7 @@ def main():
     os.chdir(REPO)
     start = time.time()
 
-    from hrnet_mm.demo_data import make_dataset
+    from street_scenes import make_dataset
     print(f'[demo] dataset in {args.data_root}: {make_dataset(args.data_root)} images', flush=True)
 
     os.makedirs(args.work_dir, exist_ok=True)
