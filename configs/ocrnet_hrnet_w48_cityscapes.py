@@ -37,3 +37,5 @@ model = dict(
             align_corners=False,
             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     ])
+# (and so does the test-time copy: folded, float32, weights left in the default layout)
+custom_hooks = [dict(type='hrnet_mm.FastInferenceHook', channels_last=False)]

@@ -8,9 +8,14 @@ their default scopes resolves ``type='hrnet_mm.HRNet'`` here (mmengine imports
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 MODELS = Registry(
-    'model', parent=MMENGINE_MODELS, scope='hrnet_mm', locations=['hrnet_mm.models'])
+    'model', parent=MMENGINE_MODELS, scope='hrnet_mm',
+    locations=['hrnet_mm.models', 'hrnet_mm.deploy'])
 
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='hrnet_mm', locations=['hrnet_mm.fast'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='hrnet_mm', locations=['hrnet_mm.inference'])
+
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='hrnet_mm',
+                          locations=['hrnet_mm.amp'])

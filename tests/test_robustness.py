@@ -143,9 +143,16 @@ def test_checkpoint_of_another_width_is_refused_not_half_loaded():
     (lambda: [torch.rand(1, 3, 64, 64)], TypeError, 'torch.Tensor batch'),
 ])
 def test_bad_input_gets_a_clear_error(make, error, message):
-    net = HRNet('w18_small').eval()
+    net = HRNet('w18_small', check_finite=True).eval()
     with pytest.raises(error, match=message):
         net(make())
+
+
+def test_nan_scan_is_opt_in():
+    """The scan costs a pass over the batch and a sync: off unless asked for."""
+    with torch.no_grad():
+        out = HRNet('w18_small').eval()(torch.full((1, 3, 64, 64), float('nan')))
+    assert torch.isnan(out[0]).all()
 
 
 def test_too_small_to_train_one_at_a_time():

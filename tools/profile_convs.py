@@ -23,9 +23,9 @@ def main():
     parser.add_argument('--size', type=int, nargs=2, default=[512, 1024], metavar=('H', 'W'))
     parser.add_argument('--repeats', type=int, default=3, help='timed forwards (best kept)')
     args = parser.parse_args()
-    from hrnet_mm import HRNet, optimize_for_inference
+    from hrnet_mm import HRNet, prepare_for_inference
     torch.manual_seed(0)
-    model = optimize_for_inference(HRNet(args.arch))
+    model = prepare_for_inference(HRNet(args.arch, compat=None).eval(), keep_memory=False)
     x = torch.randn(1, 3, *args.size).contiguous(memory_format=torch.channels_last)
 
     stats, started = {}, {}

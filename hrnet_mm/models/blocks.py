@@ -56,6 +56,10 @@ class _ResidualBlock(BaseModule):
     def norm2(self) -> nn.Module:
         return self.norm(2)
 
+    def conv_norm_pairs(self):
+        """``(conv, norm)`` child names where the forward computes ``norm(conv(x))``."""
+        return [(f'conv{k}', getattr(self, f'norm{k}_name')) for k in range(1, self.depth + 1)]
+
     @property
     def last_norm(self) -> nn.Module:
         """The norm whose zero init turns the unit into an identity (``zero_init_residual``)."""

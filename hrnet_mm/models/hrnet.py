@@ -213,6 +213,13 @@ def _pick(name: str, explicit, from_extra, default, extra_key: str):
     return default
 
 
+def _tracing() -> bool:
+    """Inside torch.compile or torch.export (the ONNX exporter's default), whose graphs must
+    hold for every input size. (A TorchScript trace, as mmengine's FLOP counter makes, runs
+    the eager path and so records the branches of its example size.)"""
+    return torch.compiler.is_compiling()
+
+
 @contextlib.contextmanager
 def _running_stats_frozen(norms: Sequence[nn.Module]):
     """Batch norms keep their running statistics and ``num_batches_tracked`` as they are.
@@ -315,7 +322,9 @@ class HRModule(BaseModule):
             scaled = (z.shape[-2] * factor, z.shape[-1] * factor)
             z = F.interpolate(z, size=scaled, mode=self.upsample_mode,
                               align_corners=self.align_corners)
-            if scaled == size:
+            # Where the sizes agree the second resize is an exact copy: skip it in eager mode,
+            # keep it in traced graphs (compile, export), which must hold for every size.
+            if not _tracing() and scaled == size:
                 return z
         return F.interpolate(z, size=size, mode=self.upsample_mode,
                              align_corners=self.align_corners)
@@ -404,6 +413,9 @@ class HRNet(BaseModule):
             same values up to float rounding), which oneDNN and cuDNN run faster. Downstream
             heads then receive channels-last maps: fine for convs and FCN/PSP/heatmap heads,
             not for heads that ``.view()`` features (mmseg's OCRHead). Default False.
+        check_finite (bool): also refuse inputs with NaN or inf values, at the cost of a pass
+            over the batch and a device sync every forward. Default False (the cheap shape
+            and dtype checks always run).
         partial_load (bool): accept a checkpoint that covers only part of this backbone (say
             RGB weights for ``in_channels=4``): tensors it lacks keep their init and tensors of
             another shape are skipped, with mmengine's warning. Default False: such a
@@ -432,8 +444,8 @@ class HRNet(BaseModule):
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
                  norm_eval: Optional[bool] = None, frozen_stages: int = -1,
                  with_cp: bool = False, zero_init_residual: bool = False,
-                 channels_last: bool = False, partial_load: bool = False,
-                 pretrained: Optional[str] = None, init_cfg=None):
+                 channels_last: bool = False, check_finite: bool = False,
+                 partial_load: bool = False, pretrained: Optional[str] = None, init_cfg=None):
         self.compat = resolve_compat(compat)
         defaults = TOOLBOX_DEFAULTS[self.compat]
         if pretrained is not None and init_cfg is not None:
@@ -481,6 +493,7 @@ class HRNet(BaseModule):
         self.zero_init_residual = zero_init_residual
         self.multiscale_output = multiscale_output
         self.partial_load = partial_load
+        self.check_finite = check_finite
 
         # Stem: two stride-2 3x3 convs to 1/4.
         self.conv1 = build_conv_layer(conv_cfg, in_channels, STEM_CHANNELS, 3, stride=2,
@@ -540,6 +553,10 @@ class HRNet(BaseModule):
     @property
     def norm2(self) -> nn.Module:
         return getattr(self, self.norm2_name)
+
+    def conv_norm_pairs(self):
+        """``(conv, norm)`` child names where the forward computes ``norm(conv(x))``."""
+        return [('conv1', self.norm1_name), ('conv2', self.norm2_name)]
 
     def _make_transition(self, pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
         """Into the next stage: adapt kept streams whose width changes, add the new ones."""
@@ -674,7 +691,7 @@ class HRNet(BaseModule):
                     f'A {tuple(x.shape[-2:])} image is too small to train on one at a time: '
                     'the lowest-resolution stream is 1x1 and batch norm needs more than one '
                     'value per channel; use crops of at least 33 px a side or batches of 2+')
-        if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+        if self.check_finite and not _tracing() and not torch.isfinite(x).all():
             raise ValueError('HRNet input contains NaN or inf values; check the image loading '
                              'and normalisation (std of 0?)')
 

@@ -1,0 +1,308 @@
+"""Inference: the same function in fewer passes over memory, at the precision asked for.
+
+:func:`prepare_for_inference` returns a new model for inference and leaves the given one as it
+was (a deep copy: the weights are held twice while both live):
+
+* batch norms are folded into the conv that provably feeds them (:func:`fold_batch_norms`),
+  and weights are stored channels-last, which oneDNN and cuDNN run faster;
+* ``precision='bf16'`` runs the network (backbone, neck, seg/pose heads; detection heads
+  stay float32) under ``torch.autocast`` in bfloat16; what comes out is float32 again, so
+  the toolbox's post-processing (resize, argmax, decoding) runs as before.
+  ``'auto'`` chooses bf16 where the hardware computes it natively and says what it chose;
+* ``compile=True`` compiles those parts with inductor, weights frozen as constants. A new
+  input size recompiles once; from the second size on, height and width are dynamic, so a
+  validation set of many sizes does not recompile per image;
+* on CPU, glibc is asked to keep freed memory (:func:`keep_freed_memory`), so large
+  activations are not page-faulted in again on every forward;
+* ``.train()`` on it raises: a folded model cannot be trained.
+
+:class:`FastInferenceHook` does this for ``mim test`` (the test loop only), on a copy, so hooks
+that hold the trained model's parameters (EMA) are not disturbed.
+"""
+import copy
+import ctypes
+import functools
+import types
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .registry import HOOKS
+
+PRECISIONS = ('fp32', 'bf16', 'auto')
+
+
+# --- folding -----------------------------------------------------------------------------------
+
+def _fold(conv: nn.Conv2d, norm: _BatchNorm) -> None:
+    """conv <- norm(conv(.)), computed in float64 and rounded once to the conv's dtype."""
+    w = conv.weight.detach()
+    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+    shift = -norm.running_mean.double() * scale
+    if norm.affine:
+        scale = scale * norm.weight.detach().double()
+        shift = shift * norm.weight.detach().double() + norm.bias.detach().double()
+    bias = shift if conv.bias is None else conv.bias.detach().double() * scale + shift
+    conv.weight = nn.Parameter((w.double() * scale.view(-1, 1, 1, 1)).to(w.dtype),
+                               requires_grad=False)
+    conv.bias = nn.Parameter(bias.to(w.dtype), requires_grad=False)
+
+
+def _adjacent_pairs(module: nn.Module) -> List[Tuple[str, str]]:
+    """Child names ``(conv, norm)`` whose forward provably computes ``norm(conv(x))`` with
+    nothing between: consecutive children of an ``nn.Sequential``, mmcv's ``ConvModule``
+    whose order puts the norm right after the conv, and modules that declare their pairs
+    (``conv_norm_pairs()``, as hrnet_mm's own do). Anything else is left alone."""
+    if isinstance(module, nn.Sequential):
+        names = list(module._modules)
+        return list(zip(names, names[1:]))
+    try:
+        from mmcv.cnn import ConvModule
+    except ImportError:  # pragma: no cover - mmcv is a dependency
+        ConvModule = ()
+    if isinstance(module, ConvModule):
+        order = list(module.order)
+        if module.with_norm and order.index('norm') == order.index('conv') + 1:
+            return [('conv', module.norm_name)]
+        return []
+    declared = getattr(module, 'conv_norm_pairs', None)
+    return list(declared()) if callable(declared) else []
+
+
+def _foldable(conv, norm) -> bool:
+    return (type(conv) is nn.Conv2d and isinstance(norm, _BatchNorm)
+            and norm.track_running_stats and norm.running_mean is not None
+            and norm.num_features == conv.out_channels)
+
+
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """Fold batch norms into the conv that provably feeds them (see :func:`_adjacent_pairs`);
+    each folded norm becomes ``nn.Identity``. In place; the norms' running statistics are
+    used, so the module must be for evaluation. Returns ``module``."""
+    for name, child in list(module.named_children()):
+        fold_batch_norms(child)
+    for conv_name, norm_name in _adjacent_pairs(module):
+        conv, norm = module._modules.get(conv_name), module._modules.get(norm_name)
+        if _foldable(conv, norm):
+            _fold(conv, norm)
+            module._modules[norm_name] = nn.Identity()
+    return module
+
+
+# --- precision ---------------------------------------------------------------------------------
+
+def _cpu_flags() -> set:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (not emulated through float32)."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    if device.type == 'cpu':
+        return bool({'avx512_bf16', 'amx_bf16'} & _cpu_flags())
+    return False
+
+
+def resolve_precision(precision: str, device) -> Tuple[str, str]:
+    """``(precision, why)``: ``'auto'`` becomes bf16 only on native bf16 hardware."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+    device = torch.device(device)
+    if precision != 'auto':
+        return precision, 'as asked'
+    if native_bf16(device):
+        what = ('this GPU' if device.type == 'cuda'
+                else 'this CPU (avx512_bf16/amx_bf16)')
+        return 'bf16', f'auto: {what} computes bf16 natively'
+    return 'fp32', f'auto: no native bf16 on {device.type}'
+
+
+def _to_float(out):
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_float(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _to_float(v) for k, v in out.items()}
+    return out
+
+
+def _network_parts(model: nn.Module) -> List[Tuple[nn.Module, str, bool]]:
+    """``(owner, method, upcast)``: the parts that run the network. Post-processing (resizing
+    to the image, decoding, NMS) stays outside. ``upcast``: return float32 from the part."""
+    heads = []
+    for name in ('decode_head', 'head'):  # mmseg segmentors, mmpose estimators
+        head = getattr(model, name, None)
+        if isinstance(head, nn.ModuleList):
+            heads += list(head)
+        elif isinstance(head, nn.Module):
+            heads.append(head)
+    if callable(getattr(model, 'extract_feat', None)):
+        # seg/pose heads take the features in the same precision; detection heads in fp32.
+        return [(model, 'extract_feat', not heads)] + [(h, 'forward', True) for h in heads]
+    return [(model, 'forward', True)]
+
+
+def _wrap(fn: Callable, dtype: Optional[torch.dtype], device_type: str, upcast: bool):
+    if dtype is None:
+        return fn
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with torch.autocast(device_type, dtype=dtype):
+            out = fn(*args, **kwargs)
+        return _to_float(out) if upcast else out
+    return run
+
+
+def _refuse_train(self, mode: bool = True):
+    if mode:
+        raise RuntimeError('this model was prepared for inference (batch norms folded into '
+                           'convs): it cannot be trained. Train the original model and prepare '
+                           'it again.')
+    return nn.Module.train(self, False)
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+_KEEPING_FREED_MEMORY = False
+
+
+def keep_freed_memory() -> bool:
+    """glibc: keep freed blocks in the process instead of returning them to the kernel.
+
+    By default glibc serves blocks over a few MiB with mmap and unmaps them when freed, so
+    every forward page-faults its large activations in again (kernel time, zeroed pages). This
+    raises glibc's mmap and trim thresholds, as ``MALLOC_MMAP_THRESHOLD_=1073741824
+    MALLOC_TRIM_THRESHOLD_=2147483647`` would: the cost is that the process keeps its peak
+    heap (it does not grow beyond the largest working set it has had, but it is not returned to
+    the system until the process ends). Process-wide; a no-op off glibc. Returns whether it
+    applies.
+    """
+    global _KEEPING_FREED_MEMORY
+    if _KEEPING_FREED_MEMORY:
+        return True
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = bool(libc.mallopt(m_mmap_threshold, 1 << 30)
+                  and libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
+    except (OSError, AttributeError):
+        ok = False
+    _KEEPING_FREED_MEMORY = ok
+    return ok
+
+
+# --- the entry points --------------------------------------------------------------------------
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device('cpu')
+
+
+def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile: bool = False,
+                          channels_last: bool = True,
+                          keep_memory: Optional[bool] = None) -> nn.Module:
+    """A copy of ``model`` for inference: norms folded, channels-last, at ``precision``.
+
+    Args:
+        model: an HRNet, a neck, or an mmseg/mmpose/mmdet model (it is not changed).
+        precision (str): ``'fp32'`` (default), ``'bf16'`` or ``'auto'`` (bf16 where the
+            device computes it natively). The chosen one is ``prepared.inference_precision``.
+        compile (bool): compile the network parts with inductor (weights frozen).
+        channels_last (bool): store weights channels-last. Default True.
+        keep_memory (bool, optional): on CPU, keep freed memory in the process
+            (:func:`keep_freed_memory`). Default: True on CPU.
+
+    Example:
+        >>> import torch
+        >>> from hrnet_mm import HRNet, prepare_for_inference
+        >>> net = HRNet('w18_small', compat=None).eval()
+        >>> fast = prepare_for_inference(net)
+        >>> x = torch.rand(1, 3, 64, 96)
+        >>> with torch.no_grad():
+        ...     bool((fast(x)[0] - net(x)[0]).abs().max() < 1e-4)
+        True
+    """
+    device = _device_of(model)
+    precision, why = resolve_precision(precision, device)
+    prepared = copy.deepcopy(model.module if is_model_wrapper(model) else model)
+    prepared.eval()
+    for p in prepared.parameters():
+        p.requires_grad_(False)
+    fold_batch_norms(prepared)
+    if channels_last:
+        prepared.to(memory_format=torch.channels_last)
+    dtype = torch.bfloat16 if precision == 'bf16' else None
+    for owner, name, upcast in _network_parts(prepared):
+        fn = _wrap(getattr(owner, name), dtype, device.type, upcast)
+        if compile:
+            fn = torch.compile(fn, options={'freezing': True})
+        setattr(owner, name, fn)
+    prepared.train = types.MethodType(_refuse_train, prepared)
+    prepared.inference_precision = precision
+    prepared.inference_precision_reason = why
+    prepared.compiled = compile
+    if (device.type == 'cpu' if keep_memory is None else keep_memory):
+        keep_freed_memory()
+    return prepared
+
+
+@HOOKS.register_module()
+class FastInferenceHook(Hook):
+    """Run ``mim test`` on a model prepared by :func:`prepare_for_inference`.
+
+    Add ``custom_hooks = [dict(type='hrnet_mm.FastInferenceHook', precision='auto')]`` to a
+    config. Only the test loop is affected (validation during training keeps the trainable
+    model); the trained model is left as it is, its ``test_step`` pointing at the prepared copy
+    for the duration of the test.
+
+    Args:
+        precision (str): ``'fp32'`` (default), ``'bf16'`` or ``'auto'``; per run with
+            ``mim test ... --cfg-options custom_hooks.0.precision=bf16``.
+        compile (bool): compile with inductor. Default False.
+        channels_last (bool): channels-last weights. Default True.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, precision: str = 'fp32', compile: bool = False,
+                 channels_last: bool = True):
+        resolve_precision(precision, 'cpu')  # validate now, not at test time
+        self.precision = precision
+        self.compile = compile
+        self.channels_last = channels_last
+        self._prepared = None
+
+    def before_test(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        self._prepared = prepare_for_inference(model, precision=self.precision,
+                                               compile=self.compile,
+                                               channels_last=self.channels_last)
+        model.test_step = self._prepared.test_step
+        runner.logger.info(
+            f'hrnet_mm: testing on a copy with batch norms folded into convs'
+            f"{', channels-last weights' if self.channels_last else ''}, precision "
+            f'{self._prepared.inference_precision} ({self._prepared.inference_precision_reason})'
+            f"{', compiled' if self.compile else ''}")
+
+    def after_test(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if 'test_step' in vars(model):
+            del model.test_step
+        self._prepared = None
+
