@@ -19,6 +19,7 @@ python=${PYTHON:-python3}
 
 stamp_of() {
     cat "$repo/requirements/stack.txt" "$repo/requirements/constraints.txt" \
+        "$repo/requirements/deploy.txt" \
         "$repo/tools/bootstrap.sh" "$repo/tools/patch_mmpose_torchvision.py" "$repo/setup.py" | sha256sum | cut -c1-16
 }
 want=$(stamp_of)
@@ -40,6 +41,9 @@ exec 2> >(grep -v "^WARNING: Location '" >&2)
 
 log "torch, mmengine, mmseg, mmdet and their needs"
 "${pip[@]}" -r "$repo/requirements/stack.txt"
+
+log "deployment runtimes: onnx, onnxscript, onnxruntime, openvino"
+"${pip[@]}" -r "$repo/requirements/deploy.txt"
 
 log "mmcv 2.1.0 with compiled ops"
 if ! "$py" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
@@ -78,6 +82,7 @@ log "hrnet_mm (editable)"
 
 "$py" - <<'EOF'
 import torch, mmcv, mmengine, mmseg, mmdet, mmpose, mim, hrnet_mm  # noqa: F401
+import onnx, onnxruntime, openvino  # noqa: F401
 import mmcv.ops  # noqa: F401
 assert torch.__version__.startswith('2.13.0'), torch.__version__
 try:

@@ -1,0 +1,204 @@
+"""Deployment: export a seg, pose or det model to ONNX, check it, compile it for OpenVINO, and
+evaluate the exported model inside the toolbox with its own metric.
+
+What is exported is the network, tensor in, tensor(s) out, with dynamic height and width:
+
+* seg: the normalised image -> logits at 1/4 (``EncoderDecoder._forward``); resizing to the
+  image and the argmax stay in mmseg's post-processing;
+* pose: the normalised crop -> heatmaps (``TopdownPoseEstimator._forward``);
+* det: the normalised image -> the neck's feature pyramid (``extract_feat``); the detection
+  heads (anchors, NMS, RoI ops) stay in PyTorch.
+
+:class:`Runtime` runs an exported model with ONNX Runtime or OpenVINO at a precision;
+``DeployedSegmentor`` (``type='hrnet_mm.DeployedSegmentor'``) is an mmseg segmentor whose
+network is such a runtime, so mmseg's test loop, datasets and metrics evaluate it.
+``tools/deploy.py`` is the command line. onnxruntime and openvino are optional
+(``pip install .[deploy]``).
+"""
+import os.path as osp
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .registry import MODELS
+
+TASKS = {'mmseg': 'seg', 'mmpose': 'pose', 'mmdet': 'det'}
+BACKENDS = ('onnxruntime', 'openvino')
+
+
+class _Network(nn.Module):
+    """The exported part of a toolbox model, as a plain tensor-to-tensor module."""
+
+    def __init__(self, model: nn.Module, task: str):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, x: torch.Tensor):
+        if self.task == 'det':
+            return tuple(self.model.extract_feat(x))
+        out = self.model._forward(x)
+        return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def network(model: nn.Module, task: str) -> nn.Module:
+    if task not in TASKS.values():
+        raise ValueError(f"task must be one of {sorted(TASKS.values())}, got {task!r}")
+    return _Network(model, task).eval()
+
+
+def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *,
+                opset: int = 18) -> str:
+    """Export ``model``'s network (see the module docstring) to ``path`` with dynamic batch,
+    height and width; ``example`` is an input batch of the right channel count."""
+    net = network(model, task)
+    batch = torch.export.Dim('batch', min=1, max=1024)
+    height = torch.export.Dim('height', min=32, max=8192)
+    width = torch.export.Dim('width', min=32, max=8192)
+    if example.shape[0] == 1:  # a dynamic batch needs an example of two or more (torch.export)
+        example = torch.cat([example, example])
+    with torch.no_grad():
+        torch.onnx.export(net, (example,), path, dynamo=True, opset_version=opset,
+                          input_names=['input'],
+                          dynamic_shapes=({0: batch, 2: height, 3: width},), verbose=False)
+    return path
+
+
+def to_openvino(onnx_path: str, xml_path: Optional[str] = None) -> str:
+    """Convert an exported model to OpenVINO IR (``.xml`` + ``.bin``)."""
+    import openvino as ov
+    xml_path = xml_path or osp.splitext(onnx_path)[0] + '.xml'
+    ov.save_model(ov.convert_model(onnx_path), xml_path)
+    return xml_path
+
+
+class Runtime:
+    """An exported model on ONNX Runtime or OpenVINO, called like the network: NCHW float32
+    tensor in, list of float32 tensors out.
+
+    Args:
+        backend (str): ``'onnxruntime'`` or ``'openvino'``.
+        path (str): ``.onnx`` (either backend) or OpenVINO ``.xml``.
+        precision (str): ``'fp32'`` or ``'bf16'`` (OpenVINO's ``INFERENCE_PRECISION_HINT``;
+            ONNX Runtime's CPU provider computes in float32 only).
+        threads (int, optional): intra-op threads; default the runtime's own choice.
+    """
+
+    def __init__(self, backend: str, path: str, precision: str = 'fp32',
+                 threads: Optional[int] = None):
+        if backend not in BACKENDS:
+            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+        if precision not in ('fp32', 'bf16'):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'no exported model at {path!r}; run tools/deploy.py export')
+        self.backend, self.path, self.precision = backend, path, precision
+        try:
+            if backend == 'onnxruntime':
+                import onnxruntime as ort
+                if precision != 'fp32':
+                    raise ValueError("ONNX Runtime's CPU provider has no bf16 path; use "
+                                     "precision='fp32' or backend='openvino'")
+                options = ort.SessionOptions()
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                if threads:
+                    options.intra_op_num_threads = threads
+                self._session = ort.InferenceSession(path, options,
+                                                     providers=['CPUExecutionProvider'])
+                self._input = self._session.get_inputs()[0].name
+            else:
+                import openvino as ov
+                config = {'INFERENCE_PRECISION_HINT': 'f32' if precision == 'fp32' else 'bf16'}
+                if threads:
+                    config['INFERENCE_NUM_THREADS'] = threads
+                self._compiled = ov.Core().compile_model(path, 'CPU', config)
+                self._request = self._compiled.create_infer_request()
+        except ImportError as err:
+            raise ImportError(f'{backend} is not installed: pip install .[deploy] '
+                              f'(or pip install {backend})') from err
+
+    def __call__(self, x: torch.Tensor) -> List[torch.Tensor]:
+        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        if self.backend == 'onnxruntime':
+            outs = self._session.run(None, {self._input: array})
+        else:
+            result = self._request.infer({0: array})
+            outs = [result[o] for o in self._compiled.outputs]
+        return [torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in outs]
+
+
+def agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor],
+              task: str) -> Tuple[float, float, Optional[float]]:
+    """``(max |diff|, largest |reference|, argmax agreement)``: for seg the fraction of pixels
+    whose class agrees, for pose of keypoints whose heatmap peak agrees, for det None."""
+    diff = max((a.float() - b.float()).abs().max().item() for a, b in zip(reference, other))
+    scale = max(a.abs().max().item() for a in reference)
+    if task == 'det':
+        return diff, scale, None
+    a, b = reference[0], other[0]
+    if task == 'seg':
+        agree = (a.argmax(1) == b.argmax(1)).float().mean().item()
+    else:
+        agree = (a.flatten(2).argmax(2) == b.flatten(2).argmax(2)).float().mean().item()
+    return diff, scale, agree
+
+
+try:
+    from mmseg.models.segmentors import BaseSegmentor
+    from mmseg.models.utils import resize
+except ImportError:  # pragma: no cover - mmseg not installed
+    BaseSegmentor = None
+
+if BaseSegmentor is not None:
+
+    @MODELS.register_module()
+    class DeployedSegmentor(BaseSegmentor):
+        """An mmseg segmentor whose network is an exported model (:class:`Runtime`).
+
+        The data preprocessor, the resize of the logits to the image and mmseg's
+        post-processing are mmseg's, so ``runner.test()`` with the original config's dataset
+        and metric evaluates the exported model. ``tools/deploy.py export`` writes such a
+        config; ``tools/deploy.py test`` runs it.
+
+        Args:
+            backend (str): ``'onnxruntime'`` or ``'openvino'``.
+            model_file (str): the exported model.
+            num_classes (int): classes of the logits.
+            precision (str): ``'fp32'`` or ``'bf16'`` (OpenVINO).
+            align_corners (bool): of the resize to the image, as the decode head's.
+            threads (int, optional): the runtime's intra-op threads.
+            data_preprocessor (dict): the original model's.
+        """
+
+        def __init__(self, backend: str, model_file: str, num_classes: int,
+                     precision: str = 'fp32', align_corners: bool = False,
+                     threads: Optional[int] = None, data_preprocessor=None, init_cfg=None):
+            super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+            self.runtime = Runtime(backend, model_file, precision, threads)
+            self.num_classes = num_classes
+            self.align_corners = align_corners
+
+        def _forward(self, inputs, data_samples=None):
+            return self.runtime(inputs)[0]
+
+        def extract_feat(self, inputs):
+            raise NotImplementedError('an exported model has no separate feature extractor')
+
+        def encode_decode(self, inputs, batch_img_metas):
+            logits = self._forward(inputs)
+            return resize(logits, size=batch_img_metas[0]['img_shape'], mode='bilinear',
+                          align_corners=self.align_corners)
+
+        def loss(self, inputs, data_samples):
+            raise NotImplementedError('an exported model cannot be trained')
+
+        def predict(self, inputs, data_samples=None):
+            if data_samples is not None:
+                batch_img_metas = [s.metainfo for s in data_samples]
+            else:
+                batch_img_metas = [dict(ori_shape=inputs.shape[2:], img_shape=inputs.shape[2:],
+                                        pad_shape=inputs.shape[2:],
+                                        padding_size=[0, 0, 0, 0])] * inputs.shape[0]
+            return self.postprocess_result(self.encode_decode(inputs, batch_img_metas),
+                                           data_samples)

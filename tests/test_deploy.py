@@ -1,0 +1,82 @@
+"""Export for deployment, as a user runs it: tools/deploy.py exports with dynamic height and
+width, checks ONNX Runtime and OpenVINO against PyTorch, and the exported seg model is
+evaluated by mmseg's own test loop and metric."""
+import os.path as osp
+import re
+import sys
+
+import pytest
+import torch
+
+from .conftest import REPO, run_cli
+
+DEPLOY = [sys.executable, osp.join(REPO, 'tools', 'deploy.py')]
+
+
+@pytest.fixture(scope='module')
+def trained_tiny(street_data, tmp_path_factory):
+    """The tiny demo config trained 4 iterations, and its mIoU under mim test (float32)."""
+    work = str(tmp_path_factory.mktemp('tiny_train'))
+    cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
+    opts = ['--cfg-options'] + [f'{s}_dataloader.dataset.data_root={street_data}'
+                                for s in ('train', 'val', 'test')]
+    run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', work] + opts)
+    ckpt = osp.join(work, 'iter_4.pth')
+    out = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', ckpt, '--work-dir',
+                   osp.join(work, 'test')] + opts
+                  + [f"test_evaluator.1.output_dir={osp.join(work, 'cs')}"])
+    return cfg, ckpt, float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
+
+
+def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_data,
+                                                           tmp_path):
+    cfg, ckpt, miou_torch = trained_tiny
+    out_dir = str(tmp_path / 'deploy')
+    log = run_cli(DEPLOY + ['export', cfg, ckpt, '--openvino', '--out-dir', out_dir])
+    # every runtime checked on two scenes, one of them of an odd size (dynamic H and W)
+    rows = re.findall(r'(onnxruntime|openvino)\s+(fp32|bf16)\s+input (\d) \((\d+), (\d+)\): '
+                      r'max \|diff\| ([0-9.e+-]+) \(largest \|output\| ([0-9.]+)\), '
+                      r'argmax agreement ([0-9.]+)%', log)
+    assert {(r[0], r[1]) for r in rows} >= {('onnxruntime', 'fp32'), ('openvino', 'fp32')}
+    assert any(int(r[3]) % 32 for r in rows)
+    for backend, precision, _, _, _, diff, scale, agree in rows:
+        if precision == 'fp32':  # OpenVINO's f32 kernels round differently (~1e-3)
+            tol = 1e-4 if backend == 'onnxruntime' else 5e-3
+            assert float(diff) <= tol * max(1, float(scale)), (backend, diff)
+            assert float(agree) > 99.0, (backend, agree)
+    deploy_cfg = osp.join(out_dir, 'deploy_onnxruntime.py')
+    assert osp.exists(deploy_cfg)
+    out = run_cli(DEPLOY + ['test', deploy_cfg, '--work-dir', str(tmp_path / 'test'),
+                            '--cfg-options', f'test_dataloader.dataset.data_root={street_data}',
+                            f"test_evaluator.1.output_dir={tmp_path / 'cs'}"])
+    miou_onnx = float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
+    assert abs(miou_onnx - miou_torch) <= 0.2, (miou_onnx, miou_torch)
+
+
+@pytest.mark.parametrize('config, task', [('pose_tiny.py', 'pose'), ('det_tiny.py', 'det')])
+def test_pose_and_det_networks_export_with_dynamic_size(config, task, tmp_path):
+    from hrnet_mm.deploy import Runtime, agreement, export_onnx, network
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    from deploy import build
+    _, model, got_task = build(osp.join(REPO, 'tests', 'configs', config), None)
+    assert got_task == task
+    size = (256, 192) if task == 'pose' else (192, 256)
+    path = export_onnx(model, task, str(tmp_path / 'model.onnx'), torch.randn(1, 3, *size))
+    runtime = Runtime('onnxruntime', path)
+    for hw in (size, (size[0] + 32, size[1] + 64)):
+        x = torch.randn(2, 3, *hw)
+        with torch.no_grad():
+            ref = network(model, task)(x)
+        ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+        outs = runtime(x)
+        assert [o.shape for o in outs] == [r.shape for r in ref]
+        diff, scale, _ = agreement(ref, outs, task)
+        assert diff <= 1e-4 * max(1.0, scale)
+
+
+def test_missing_runtime_file_says_how_to_make_it(tmp_path):
+    from hrnet_mm.deploy import Runtime
+    with pytest.raises(FileNotFoundError, match='run tools/deploy.py export'):
+        Runtime('onnxruntime', str(tmp_path / 'nope.onnx'))
+    with pytest.raises(ValueError, match="no bf16 path"):
+        Runtime('onnxruntime', __file__, precision='bf16')
