@@ -8,8 +8,9 @@ from .checkpoint import allow_runner_checkpoints
 from .dist import enable_cpu_distributed
 from .models import (ARCH_ZOO, TOOLBOX_DEFAULTS, CheckpointMismatchError, HRModule, HRNet,
                      HRNetConcatNeck, HRNetConfigError, HRNetPyramidNeck, resize_concat)
-from .fast import FastInferenceHook, optimize_for_inference
-from .registry import HOOKS, MODELS
+from .amp import MixedPrecisionOptimWrapper
+from .inference import FastInferenceHook, fold_batch_norms, prepare_for_inference
+from .registry import HOOKS, MODELS, OPTIM_WRAPPERS
 
 __version__ = '0.1.0'
 
@@ -21,5 +22,7 @@ enable_cpu_distributed()
 
 __all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'FastInferenceHook', 'HOOKS', 'HRModule',
            'HRNet', 'HRNetConcatNeck', 'HRNetConfigError', 'HRNetPyramidNeck', 'MODELS',
-           'TOOLBOX_DEFAULTS', 'allow_runner_checkpoints', 'optimize_for_inference',
+           'MixedPrecisionOptimWrapper', 'OPTIM_WRAPPERS',
+           'TOOLBOX_DEFAULTS', 'allow_runner_checkpoints', 'fold_batch_norms',
+           'prepare_for_inference',
            'resize_concat', '__version__']
