@@ -1,188 +1,322 @@
-"""hrnet_mm against mmseg's HRNet, same architecture and same weights, in one run.
+"""Inference speed of a whole model against what a user would run instead, side by side.
 
-    python tools/benchmark.py --arch w48 --size 512 1024 --device cpu --json out.json
+    python tools/benchmark.py                                  # FCN-HRNetV2-W48, 1x3x512x1024
+    python tools/benchmark.py --config configs/hrnet_w18_cityscapes.py --json out.json
+    python tools/benchmark.py --pose                           # + pose W32 256x192, batch 32
 
-For each side it measures inference latency (median of --iters after --warmup, batch
---batch; the two sides alternate, so drift in the machine's speed reaches both alike), a
-training step (forward, backward, SGD step; batch --train-batch), peak training memory (CUDA:
-max_memory_allocated; CPU: the peak resident size of a child process during one cold training
-step, minus its size before it), and the outputs' max |diff|, also against the float64 result
-of the same weights (how far fp32 itself is off). hrnet_mm infers through its fast path (norms
-folded into convs, channels-last; optionally torch.compile, and on CUDA bf16 autocast) and
-trains as our configs do (channels-last weights and maps); mmseg runs eager fp32 as shipped.
+One process, one input, the same weights everywhere; every round runs each system once, in an
+order rotated from round to round, and the median and minimum over ``--rounds`` rounds are
+reported with each system's start-up time (build, export or compile, and its first call) and
+its argmax agreement with mmseg's float32 output. The systems:
 
-It also reports the FLOPs of a forward (mmengine's count) and the FLOP/s each side achieves;
-on CPU, the kernel (system) time per forward (page faults of freshly mapped memory) and the
-fp32 peak of the network's own 3x3 conv shapes timed alone, from which the convolutions'
-floor and the largest speedup possible over the measured mmseg time follow; on CUDA, the share
-of the card's bf16 peak.
+* ``mmseg``: mmseg's own model for the same network (mmseg's HRNet, FCN head on the
+  resized-and-concatenated streams), eager, float32, as shipped;
+* ``mmseg+fused``: the same after mmcv's ``fuse_conv_bn`` and with channels-last weights (the
+  generic speed-ups), eager and compiled;
+* ``hrnet_mm``: ``hrnet_mm.prepare_for_inference`` at each precision, eager and compiled;
+* ``onnxruntime``: our model exported to ONNX, CPU provider, all graph optimisations (float32:
+  its CPU provider has no bf16 path);
+* ``openvino``: the same ONNX model compiled by OpenVINO, float32 and, where the CPU has native
+  bf16, bf16.
 
-It prints a table with ratios and writes JSON with ``speedup_infer``, ``speedup_train``,
-``max_abs_diff`` and the rest. timm's HRNet is compared only where it imports (it needs
-torchvision, which this project does not install next to CPU torch).
+The CPU's model and flags are printed; absolute times mean nothing across machines, the ratios
+in one run do. The inference path keeps freed memory (see ``hrnet_mm.inference``), a
+process-wide glibc setting, so every system runs under it; ``--glibc-defaults`` runs them all
+with glibc's defaults instead. Weights are random with norm statistics gathered on the input
+(so outputs have a realistic scale) unless ``--checkpoint`` is given.
 """
 import argparse
 import copy
-import ctypes
 import json
 import logging
 import os
+import os.path as osp
 import platform
-import resource
 import statistics
-import subprocess
 import sys
-import threading
+import tempfile
 import time
 
+import numpy as np
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, osp.join(REPO, 'tools'))
+
+FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16',
+                     'amx_int8', 'avx512_fp16')
+
+
+def cpu_info():
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name') and model in ('', platform.machine()):
+                    model = line.split(':', 1)[1].strip()
+                elif line.startswith('flags'):
+                    flags = set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return dict(model=model, flags=[f for f in FLAGS_OF_INTEREST if f in flags],
+                cores=os.cpu_count())
 
 
 def quiet_logs():
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine').setLevel(logging.ERROR)
+    import warnings
+    warnings.filterwarnings('ignore')
 
 
-def build_pair(arch, device, with_cp=False):
-    """(mmseg HRNet, hrnet_mm HRNet) with identical random weights and norm statistics."""
-    from mmseg.models.backbones import HRNet as SegHRNet
-
-    from hrnet_mm import ARCH_ZOO, HRNet
-    torch.manual_seed(0)
-    ref = SegHRNet(extra=copy.deepcopy({k: dict(v) for k, v in ARCH_ZOO[arch].items()}),
-                   with_cp=with_cp)
-    ref.init_weights()
-    # Norm statistics of the data, as a trained network has them (cumulative average over a
-    # few random batches), so eval-mode outputs are on a realistic scale.
-    for m in ref.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    ref.train()
-    with torch.no_grad():
-        for _ in range(2):
-            ref(torch.randn(2, 3, 128, 256))
-    for m in ref.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.1
-    # Our training path is the one our configs use: channels-last (same values).
-    ours = HRNet(arch, compat='mmseg', channels_last=True, with_cp=with_cp)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref.to(device), ours.to(device)
-
-
-def sync(device):
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
-def paired_median_times(fn_a, fn_b, device, warmup, iters):
-    """Medians of ``fn_a`` and ``fn_b`` timed alternately, so drift in the machine's speed
-    (frequency, neighbours) reaches both sides alike: ``((wall_a, wall_b), (sys_a, sys_b))``,
-    where sys is the process's kernel (system) time per call - page faults, mostly."""
-    for _ in range(warmup):
-        fn_a(), fn_b()
-    times, kernel = ([], []), ([], [])
-    for _ in range(iters):
-        for i, fn in enumerate((fn_a, fn_b)):
-            sync(device)
-            s = resource.getrusage(resource.RUSAGE_SELF).ru_stime
-            t = time.perf_counter()
-            fn()
-            sync(device)
-            times[i].append(time.perf_counter() - t)
-            kernel[i].append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - s)
-    return (tuple(map(statistics.median, times)), tuple(map(statistics.median, kernel)))
-
-
-def keep_freed_memory():
-    """glibc: keep freed blocks in the heap instead of returning them to the kernel.
-
-    By default glibc serves blocks over a few MiB with mmap and unmaps them on free, so every
-    large activation is page-faulted in (and zeroed by the kernel) again on every forward.
-    This changes the allocator for the whole process, that is for both sides alike.
-    """
-    libc = ctypes.CDLL('libc.so.6')
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if not (libc.mallopt(m_mmap_threshold, 1 << 30)
-            and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
-        raise SystemExit('--keep-freed-memory: glibc refused mallopt')
-
-
-def conv_macs(model, x):
-    """(all multiply-accumulates, those of convolutions) of one forward, by mmengine's count."""
-    from mmengine.analysis import FlopAnalyzer
-    analyzer = FlopAnalyzer(model, (x,))
-    analyzer.unsupported_ops_warnings(False)
-    analyzer.uncalled_modules_warnings(False)
-    return analyzer.total(), analyzer.by_operator().get('conv', 0)
-
-
-def cpu_conv_peak_gflops(model, x, iters=10):
-    """Best fp32 throughput of the network's own 3x3 stride-1 conv shapes, each timed alone
-    (channels-last, bias, no neighbours in the cache): what the conv kernels can do here."""
-    shapes = set()
-
-    def record(m, inputs):
-        if m.kernel_size == (3, 3) and m.stride == (1, 1) and m.groups == 1:
-            shapes.add((m.in_channels, m.out_channels, *inputs[0].shape[2:]))
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules()
-             if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    best = 0.0
-    cl = torch.channels_last
-    for cin, cout, h, w in sorted(shapes):
-        inp = torch.randn(x.shape[0], cin, h, w).contiguous(memory_format=cl)
-        wt = torch.randn(cout, cin, 3, 3).contiguous(memory_format=cl)
-        b = torch.randn(cout)
-        conv = lambda: torch.nn.functional.conv2d(inp, wt, b, padding=1)  # noqa: E731
-        for _ in range(2):
-            conv()
-        ts = []
-        for _ in range(iters):
-            t = time.perf_counter()
-            conv()
-            ts.append(time.perf_counter() - t)
-        best = max(best, 2 * 9 * cin * cout * h * w * x.shape[0] / statistics.median(ts) / 1e9)
-    return best
-
-
-# Dense bf16 tensor-core peaks (TFLOP/s, from the vendors' data sheets) for the FLOP/s share;
-# --peak-tflops overrides.
-BF16_PEAK_TFLOPS = {'H100 PCIe': 756.0, 'H100': 989.4, 'H200': 989.4, 'A100': 312.0}
-
-
-def train_step_fn(model, x):
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+def calibrate_norms(model, x):
+    """Norm statistics of the data (cumulative average over a few passes), as a trained
+    network has them, so eval-mode outputs are on a realistic scale."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
     model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model._forward(x) if hasattr(model, '_forward') else model(x)
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = sum(o.float().mean() for o in model(x))
-        loss.backward()
-        opt.step()
-    return step
+
+# --- the models ----------------------------------------------------------------------------
+
+def build(cfg_model, scope):
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import DefaultScope
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        return revert_sync_batchnorm(registry.build(cfg_model)).eval()
 
 
-def memory_probe(args):
-    """Child process: one warm training step, print peak RSS growth (bytes) as JSON."""
+def seg_pair(config, checkpoint, x):
+    """(mmseg's model, ours) for a seg config of ours, with the same weights."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    cfg.model.pop('pretrained', None)
+    ours = build(copy.deepcopy(cfg.model), 'mmseg')
+    theirs_cfg = copy.deepcopy(cfg.model)
+    # mmseg's FCN-HRNet: its HRNet, no neck, the head resizes and concatenates the streams.
+    theirs_cfg.backbone = dict(type='HRNet', norm_cfg=cfg.model.backbone.norm_cfg,
+                               extra={k: dict(v) for k, v in ours.backbone.stages_cfg.items()})
+    theirs_cfg.pop('neck', None)
+    theirs_cfg.decode_head.update(in_index=(0, 1, 2, 3), input_transform='resize_concat',
+                                  in_channels=list(ours.backbone.out_channels))
+    theirs = build(theirs_cfg, 'mmseg')
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(theirs, checkpoint, map_location='cpu')
+    else:
+        torch.manual_seed(0)
+        theirs = calibrate_norms(theirs, x)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    return theirs, ours.eval()
+
+
+def pose_pair(x):
+    """(mmpose's stock HRNet-W32 top-down model, ours from configs/), the same weights."""
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+    theirs_cfg = get_config('mmpose::body_2d_keypoint/topdown_heatmap/coco/'
+                            'td-hm_hrnet-w32_8xb64-210e_coco-256x192.py')
+    theirs_cfg.model.backbone.init_cfg = None
+    theirs = calibrate_norms(build(theirs_cfg.model, 'mmpose'), x)
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'hrnet_w32_coco_256x192.py'))
+    cfg.model.backbone.init_cfg = None
+    ours = build(cfg.model, 'mmpose')
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    return theirs, ours.eval()
+
+
+def scene(size, seed=0):
+    """A procedural street scene, normalised as the configs' data preprocessor does."""
+    from street_scenes import draw_scene
+    img = draw_scene(np.random.default_rng(seed), *size)[0].astype(np.float32)
+    mean, std = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
+    return torch.from_numpy(((img - mean) / std).astype(np.float32)).permute(2, 0, 1)[None]
+
+
+# --- the systems ---------------------------------------------------------------------------
+
+class System:
+    def __init__(self, name, precision, compiled, make):
+        self.name, self.precision, self.compiled, self.make = name, precision, compiled, make
+        self.times, self.run, self.out = [], None, None
+
+    @property
+    def label(self):
+        return f"{self.name} {self.precision}{' compiled' if self.compiled else ''}"
+
+    def start(self, x):
+        t = time.perf_counter()
+        self.run = self.make()
+        with torch.no_grad():
+            out = self.run(x)
+        self.startup_s = time.perf_counter() - t
+        self.out = out[0] if isinstance(out, (list, tuple)) else out
+
+
+def seg_systems(ref, ours, x, args, tmp):
+    from mmcv.cnn import fuse_conv_bn
+
+    from hrnet_mm import prepare_for_inference
+    from hrnet_mm.deploy import Runtime, export_onnx, network, to_openvino
+    from hrnet_mm.inference import native_bf16
+    precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
+
+    def mmseg_fused(compiled):
+        def make():
+            m = fuse_conv_bn(copy.deepcopy(ref)).to(memory_format=torch.channels_last)
+            fn = m._forward
+            if compiled:
+                fn = torch.compile(fn, options={'freezing': True})
+            return lambda t: fn(t.contiguous(memory_format=torch.channels_last))
+        return make
+
+    def ours_at(precision, compiled):
+        def make():
+            m = prepare_for_inference(ours, precision=precision, compile=compiled)
+            return m._forward
+        return make
+
+    onnx_path = osp.join(tmp, 'model.onnx')
+
+    def exported(backend, precision):
+        def make():
+            if not osp.exists(onnx_path):
+                export_onnx(ours, 'seg', onnx_path, x)
+            path = onnx_path
+            if backend == 'openvino':
+                path = osp.join(tmp, 'model.xml')
+                if not osp.exists(path):
+                    to_openvino(onnx_path, path)
+            runtime = Runtime(backend, path, precision, threads=torch.get_num_threads())
+            return lambda t: runtime(t)[0]
+        return make
+
+    systems = [System('mmseg', 'fp32', False, lambda: ref._forward)]
+    compile_opts = [False, True] if args.compile else [False]
+    systems += [System('mmseg+fused', 'fp32', c, mmseg_fused(c)) for c in compile_opts]
+    systems += [System('hrnet_mm', p, c, ours_at(p, c)) for p in precisions for c in compile_opts]
+    if args.runtimes:
+        systems.append(System('onnxruntime', 'fp32', False, exported('onnxruntime', 'fp32')))
+        systems += [System('openvino', p, False, exported('openvino', p)) for p in precisions]
+    del network
+    return systems
+
+
+def pose_systems(ref, ours, x, args):
+    from hrnet_mm import prepare_for_inference
+    from hrnet_mm.inference import native_bf16
+    precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
+    compile_opts = [False, True] if args.compile else [False]
+
+    def ours_at(precision, compiled):
+        return lambda: prepare_for_inference(ours, precision=precision, compile=compiled)._forward
+    return [System('mmpose', 'fp32', False, lambda: ref._forward)] + [
+        System('hrnet_mm', p, c, ours_at(p, c)) for p in precisions for c in compile_opts]
+
+
+def measure(systems, x, rounds, task):
+    for s in systems:
+        print(f'  starting {s.label} ...', flush=True)
+        s.start(x)
+    for r in range(rounds):
+        for i in range(len(systems)):
+            s = systems[(i + r) % len(systems)]
+            t = time.perf_counter()
+            with torch.no_grad():
+                s.run(x)
+            s.times.append(time.perf_counter() - t)
+    ref = systems[0].out.float()
+    rows = []
+    for s in systems:
+        out = s.out.float()
+        if task == 'seg':
+            agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+        else:  # keypoints whose heatmap peak is the same
+            agree = (out.flatten(2).argmax(2) == ref.flatten(2).argmax(2)).float().mean().item()
+        rows.append(dict(name=s.name, precision=s.precision, compiled=s.compiled,
+                         median_s=statistics.median(s.times), min_s=min(s.times),
+                         startup_s=s.startup_s, argmax_agreement=agree,
+                         max_abs_diff=(out - ref).abs().max().item()))
+    return rows
+
+
+# --- training -------------------------------------------------------------------------------
+
+def train_batch(size, batch, num_classes=19):
+    """A batch as mmseg's data loader gives it: uint8 images and label maps."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    from street_scenes import draw_scene
+    inputs, samples = [], []
+    for i in range(batch):
+        img, lbl, _ = draw_scene(np.random.default_rng(100 + i), *size)
+        inputs.append(torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1))
+        sample = SegDataSample(metainfo=dict(img_shape=tuple(size), ori_shape=tuple(size),
+                                             pad_shape=tuple(size)))
+        sample.gt_sem_seg = PixelData(data=torch.from_numpy(lbl.astype(np.int64))[None])
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def train_model(side, config, precision, with_cp):
+    """(model, optim_wrapper) for one training system: mmseg's model or ours."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(config)
+    cfg.model.pop('pretrained', None)
+    model = build(copy.deepcopy(cfg.model), 'mmseg') if side == 'hrnet_mm' else None
+    if side == 'mmseg':
+        # mmseg's own FCN-HRNet for the same network (see seg_pair)
+        ours = build(copy.deepcopy(cfg.model), 'mmseg')
+        theirs_cfg = copy.deepcopy(cfg.model)
+        theirs_cfg.backbone = dict(type='HRNet', norm_cfg=dict(type='BN'), with_cp=with_cp,
+                                   extra={k: dict(v) for k, v in
+                                          ours.backbone.stages_cfg.items()})
+        theirs_cfg.pop('neck', None)
+        theirs_cfg.decode_head.update(in_index=(0, 1, 2, 3), input_transform='resize_concat',
+                                      in_channels=list(ours.backbone.out_channels),
+                                      norm_cfg=dict(type='BN'))
+        model = build(theirs_cfg, 'mmseg')
+    else:
+        model.backbone.with_cp = with_cp
+        if with_cp:
+            cfg.model.backbone.with_cp = True
+            model = build(copy.deepcopy(cfg.model), 'mmseg')
+    torch.manual_seed(0)
+    model.train()
+    optim = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=1e-4, momentum=0.9))
+    if precision == 'bf16':
+        optim = dict(type='hrnet_mm.MixedPrecisionOptimWrapper', dtype='bfloat16',
+                     optimizer=optim['optimizer'])
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        wrapper = build_optim_wrapper(model, optim)
+    return model, wrapper
+
+
+def train_probe(args):
+    """Child process: peak resident-size growth over one cold training step (bytes)."""
+    import threading
     quiet_logs()
-    model = build_pair(args.arch, 'cpu', with_cp=args.with_cp)[0 if args.probe == 'mmseg' else 1]
-    x = torch.randn(args.train_batch, 3, *args.size)
-    step = train_step_fn(model, x)
+    torch.set_num_threads(args.threads)
+    side, precision, with_cp = args.train_probe.split(',')
+    model, wrapper = train_model(side, args.train_config, precision, with_cp == '1')
+    data = train_batch(args.train_size, args.train_batch)
     page = os.sysconf('SC_PAGE_SIZE')
 
     def rss():
         with open('/proc/self/statm') as f:
             return int(f.read().split()[1]) * page
-
-    # One cold step (the allocator holds no freed blocks yet), sampling the resident size.
     peak, done = [0], threading.Event()
 
     def sample():
@@ -192,176 +326,138 @@ def memory_probe(args):
     before = rss()
     sampler = threading.Thread(target=sample)
     sampler.start()
-    step()
+    model.train_step(data, wrapper)
     done.set()
     sampler.join()
     print(json.dumps({'peak_bytes': max(peak[0], rss()) - before}))
 
 
-def cpu_peak(args, side, with_cp=False):
-    cmd = [sys.executable, __file__, '--arch', args.arch, '--size', *map(str, args.size),
-           '--train-batch', str(args.train_batch), '--probe', side]
-    if with_cp:
-        cmd.append('--with-cp')
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])['peak_bytes']
+def train_rows(args):
+    import subprocess
+    systems = [('mmseg', 'fp32', False), ('hrnet_mm', 'fp32', False)]
+    from hrnet_mm.inference import native_bf16
+    if 'bf16' in args.precisions and native_bf16(torch.device('cpu')):
+        systems.append(('hrnet_mm', 'bf16', False))
+    systems += [('mmseg', 'fp32', True), ('hrnet_mm', 'fp32', True)]
+    data = train_batch(args.train_size, args.train_batch)
+    runs = []
+    for side, precision, with_cp in systems:
+        print(f'  starting training: {side} {precision}{" with_cp" if with_cp else ""} ...',
+              flush=True)
+        model, wrapper = train_model(side, args.train_config, precision, with_cp)
+        model.train_step(data, wrapper)  # warm-up
+        runs.append((side, precision, with_cp, model, wrapper, []))
+    for r in range(args.train_rounds):
+        for i in range(len(runs)):
+            side, precision, with_cp, model, wrapper, times = runs[(i + r) % len(runs)]
+            t = time.perf_counter()
+            model.train_step(data, wrapper)
+            times.append(time.perf_counter() - t)
+    rows = []
+    for side, precision, with_cp, model, wrapper, times in runs:
+        cmd = [sys.executable, __file__, '--train-probe', f'{side},{precision},{int(with_cp)}',
+               '--train-config', args.train_config, '--train-size', *map(str, args.train_size),
+               '--train-batch', str(args.train_batch), '--threads', str(args.threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        peak = json.loads(out.strip().splitlines()[-1])['peak_bytes'] / 2 ** 20
+        rows.append(dict(name=side, precision=precision, with_cp=with_cp,
+                         median_s=statistics.median(times), min_s=min(times), peak_mib=peak))
+    return rows
 
 
-def cuda_peak(model, x):
-    step = train_step_fn(model, x)
-    step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    step()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
+def report_train(title, rows):
+    base = rows[0]['median_s']
+    print(f'\n{title}')
+    print(f"{'system':34}{'median s':>10}{'min s':>9}{'vs mmseg':>11}{'peak MiB':>11}")
+    for r in rows:
+        label = f"{r['name']} {r['precision']}{' with_cp' if r['with_cp'] else ''}"
+        print(f"{label:34}{r['median_s']:10.3f}{r['min_s']:9.3f}{base / r['median_s']:10.2f}x"
+              f"{r['peak_mib']:11.0f}")
+
+
+def report(title, rows):
+    base = rows[0]['median_s']
+    print(f'\n{title}')
+    print(f"{'system':34}{'median s':>10}{'min s':>9}{'vs ' + rows[0]['name']:>11}"
+          f"{'start-up s':>12}{'argmax agree':>14}")
+    for r in rows:
+        label = f"{r['name']} {r['precision']}{' compiled' if r['compiled'] else ''}"
+        print(f"{label:34}{r['median_s']:10.3f}{r['min_s']:9.3f}{base / r['median_s']:10.2f}x"
+              f"{r['startup_s']:12.1f}{100 * r['argmax_agreement']:13.3f}%")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--arch', default='w48', choices=['w18_small', 'w18', 'w48'])
+    parser.add_argument('--config', default=osp.join(REPO, 'configs', 'hrnet_w48_cityscapes.py'))
+    parser.add_argument('--checkpoint', help='trained weights (default: random, calibrated)')
     parser.add_argument('--size', type=int, nargs=2, default=[512, 1024], metavar=('H', 'W'))
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--batch', type=int, default=1, help='inference batch')
+    parser.add_argument('--rounds', type=int, default=7)
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'],
+                        choices=['fp32', 'bf16'])
+    parser.add_argument('--no-compile', dest='compile', action='store_false',
+                        help='skip the compiled rows (compiling W48 takes minutes on 2 cores)')
+    parser.add_argument('--no-runtimes', dest='runtimes', action='store_false',
+                        help='skip ONNX Runtime and OpenVINO')
+    parser.add_argument('--no-seg', dest='seg', action='store_false')
+    parser.add_argument('--pose', action='store_true', help='also pose W32 256x192, batch 32')
+    parser.add_argument('--pose-batch', type=int, default=32)
+    parser.add_argument('--glibc-defaults', action='store_true',
+                        help="keep glibc's allocator defaults for every system")
+    parser.add_argument('--train', action='store_true',
+                        help='also time a training step (mmengine train_step: data '
+                        'preprocessor, loss, backward, SGD) and its peak memory')
+    parser.add_argument('--train-config', default=osp.join(REPO, 'configs',
+                                                           'hrnet_w18_cityscapes.py'))
+    parser.add_argument('--train-size', type=int, nargs=2, default=[512, 1024])
     parser.add_argument('--train-batch', type=int, default=2)
-    parser.add_argument('--iters', type=int, default=5)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--skip-train', action='store_true')
-    parser.add_argument('--bf16', action='store_true', help='CUDA: bf16 autocast for ours')
-    parser.add_argument('--compile', action='store_true',
-                        help='torch.compile our fast path (inductor, weights frozen)')
-    parser.add_argument('--keep-freed-memory', action='store_true',
-                        help='CPU/glibc: keep freed memory in the heap (no page faults on '
-                             'every forward), for both sides')
-    parser.add_argument('--peak-tflops', type=float,
-                        help='CUDA: the card\'s dense bf16 peak, for the FLOP/s share '
-                             '(default: from a table of known cards)')
-    parser.add_argument('--json', help='write the results here')
-    parser.add_argument('--probe', help=argparse.SUPPRESS)  # internal: memory child process
-    parser.add_argument('--with-cp', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--train-rounds', type=int, default=5)
+    parser.add_argument('--train-probe', help=argparse.SUPPRESS)  # internal: memory child
+    parser.add_argument('--json', help='write the figures here')
     args = parser.parse_args()
-    if args.probe:
-        return memory_probe(args)
-
+    if args.train_probe:
+        return train_probe(args)
     quiet_logs()
-    if args.keep_freed_memory:
+    torch.set_num_threads(args.threads)
+    if not args.glibc_defaults:
+        from hrnet_mm.inference import keep_freed_memory
         keep_freed_memory()
-    from hrnet_mm.fast import optimize_for_inference
-    dev = args.device
-    ref, ours = build_pair(args.arch, dev)
-    ref.eval()
-    fast = optimize_for_inference(copy.deepcopy(ours))
-    if args.compile:
-        # Inference only: freezing lets inductor pre-pack conv weights for oneDNN/cuDNN.
-        import torch._inductor.config as inductor_config
-        inductor_config.freezing = True
-        fast = torch.compile(fast)
-    x = torch.randn(args.batch, 3, *args.size, device=dev)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=args.bf16)
-
-    with torch.no_grad():
-        a = ref(x)
-        with autocast:
-            b = fast(x_cl)
-        max_abs_diff = max((u.float() - v.float()).abs().max().item() for u, v in zip(a, b))
-        out_scale = max(u.abs().max().item() for u in a)
-
-        def run_ref():
-            ref(x)
-
-        def run_fast():
-            with autocast:
-                fast(x_cl)
-        (t_ref, t_fast), sys_s = paired_median_times(run_ref, run_fast, dev, args.warmup,
-                                                     args.iters)
-
-    with torch.no_grad():
-        # Both against the float64 result of the same weights: how far fp32 itself is off.
-        # After the timing: its large buffers would change the allocator's state for it.
-        exact = copy.deepcopy(ref).double()(x.double())
-        err_fp64 = [max((u.double() - v).abs().max().item() for u, v in zip(o, exact))
-                    for o in (a, b)]
-        del exact
-
-    total_macs, macs_conv = conv_macs(ours.eval(), x)
-    gflop = 2 * total_macs / 1e9
-    res = dict(arch=args.arch, size=args.size, device=dev, batch=args.batch,
-               machine=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
-               torch=torch.__version__, date=time.strftime('%Y-%m-%d'),
-               keep_freed_memory=args.keep_freed_memory, compile=args.compile, bf16=args.bf16,
-               infer_s_mmseg=t_ref, infer_s_hrnet_mm=t_fast, speedup_infer=t_ref / t_fast,
-               max_abs_diff=max_abs_diff, max_abs_output=out_scale,
-               err_fp64_mmseg=err_fp64[0], err_fp64_hrnet_mm=err_fp64[1],
-               gflop=gflop, gflop_conv=2 * macs_conv / 1e9,
-               gflops_mmseg=gflop / t_ref, gflops_hrnet_mm=gflop / t_fast,
-               timm='not compared: timm needs torchvision')
-    if dev.startswith('cuda'):
-        res['gpu'] = torch.cuda.get_device_name()
-        bf16_peak = args.peak_tflops or next(
-            (v for k, v in BF16_PEAK_TFLOPS.items() if k in res['gpu']), None)
-        if bf16_peak:
-            res.update(bf16_peak_tflops=bf16_peak,
-                       share_of_bf16_peak=res['gflops_hrnet_mm'] / (bf16_peak * 1e3))
-    else:
-        conv_peak = cpu_conv_peak_gflops(ours.eval(), x)
-        floor = 2 * macs_conv / conv_peak / 1e9
-        res.update(sys_s_mmseg=sys_s[0], sys_s_hrnet_mm=sys_s[1], conv_peak_gflops=conv_peak,
-                   infer_s_conv_floor=floor, speedup_infer_ceiling=t_ref / floor)
-
-    if not args.skip_train:
-        xt = torch.randn(args.train_batch, 3, *args.size, device=dev)
-        (t_ref_train, t_ours_train), _ = paired_median_times(
-            train_step_fn(ref, xt), train_step_fn(ours, xt), dev, 1, max(3, args.iters // 2))
-        res.update(train_batch=args.train_batch, train_s_mmseg=t_ref_train,
-                   train_s_hrnet_mm=t_ours_train, speedup_train=t_ref_train / t_ours_train)
-        if dev.startswith('cuda'):
-            peak, peak_ref = cuda_peak(ours, xt), cuda_peak(ref, xt)
-            ref_cp, ours_cp = build_pair(args.arch, dev, with_cp=True)
-            peak_cp, peak_ref_cp = cuda_peak(ours_cp, xt), cuda_peak(ref_cp, xt)
-        else:
-            peak_ref, peak = cpu_peak(args, 'mmseg'), cpu_peak(args, 'hrnet_mm')
-            peak_ref_cp = cpu_peak(args, 'mmseg', with_cp=True)
-            peak_cp = cpu_peak(args, 'hrnet_mm', with_cp=True)
-        res.update(train_peak_bytes_mmseg=peak_ref, train_peak_bytes_hrnet_mm=peak,
-                   train_peak_bytes_mmseg_with_cp=peak_ref_cp,
-                   train_peak_bytes_hrnet_mm_with_cp=peak_cp, with_cp_memory_ratio=peak_cp / peak)
-
-    rows = [('inference latency (s, median)', 'infer_s_mmseg', 'infer_s_hrnet_mm', 'speedup_infer'),
-            ('training step (s, median)', 'train_s_mmseg', 'train_s_hrnet_mm', 'speedup_train')]
-    print(f"HRNet-{args.arch} {args.size[0]}x{args.size[1]} on {dev} "
-          f"({res['threads']} threads, torch {torch.__version__})")
-    print(f"{'':34}{'mmseg':>12}{'hrnet_mm':>12}{'ratio':>10}")
-    for label, k1, k2, kr in rows:
-        if k1 in res:
-            print(f'{label:34}{res[k1]:12.4f}{res[k2]:12.4f}{res[kr]:9.2f}x')
-    if 'train_peak_bytes_mmseg' in res:
-        mb = 2 ** 20
-        print(f"{'training peak memory (MiB)':34}{res['train_peak_bytes_mmseg'] / mb:12.1f}"
-              f"{res['train_peak_bytes_hrnet_mm'] / mb:12.1f}")
-        print(f"{'  with_cp (MiB; ours vs without)':34}"
-              f"{res['train_peak_bytes_mmseg_with_cp'] / mb:12.1f}"
-              f"{res['train_peak_bytes_hrnet_mm_with_cp'] / mb:12.1f}"
-              f"{res['with_cp_memory_ratio']:9.2f}x")
-    if 'sys_s_mmseg' in res:
-        print(f"{'inference: kernel (system) time (s)':34}{res['sys_s_mmseg']:12.4f}"
-              f"{res['sys_s_hrnet_mm']:12.4f}")
-    print(f"{'achieved GFLOP/s':34}{res['gflops_mmseg']:12.1f}{res['gflops_hrnet_mm']:12.1f}"
-          f"   ({res['gflop']:.1f} GFLOP a forward)")
-    if 'conv_peak_gflops' in res:
-        print(f"fp32 conv peak here {res['conv_peak_gflops']:.0f} GFLOP/s: convs alone need >= "
-              f"{res['infer_s_conv_floor']:.3f} s, "
-              f"so at most {res['speedup_infer_ceiling']:.2f}x over this mmseg time")
-    if 'share_of_bf16_peak' in res:
-        print(f"share of the card's bf16 peak ({res['bf16_peak_tflops']:.0f} TFLOP/s): "
-              f"{100 * res['share_of_bf16_peak']:.1f}%")
-    print(f'max |diff| of outputs (fast path vs mmseg): {max_abs_diff:.2e} '
-          f'(largest |output| {out_scale:.2f}); vs float64: mmseg {err_fp64[0]:.2e}, '
-          f'hrnet_mm {err_fp64[1]:.2e}')
+    else:  # prepare_for_inference must not change it either
+        import hrnet_mm.inference as inference
+        inference.keep_freed_memory = lambda: False
+    cpu = cpu_info()
+    result = dict(cpu=cpu, threads=args.threads, torch=torch.__version__,
+                  date=time.strftime('%Y-%m-%d'), rounds=args.rounds,
+                  keep_freed_memory=not args.glibc_defaults,
+                  command=' '.join(['python', 'tools/benchmark.py'] + sys.argv[1:]))
+    print(f"CPU: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags'])}), "
+          f"{args.threads} threads, torch {torch.__version__}")
+    if args.seg:
+        x = scene(args.size)
+        ref, ours = seg_pair(args.config, args.checkpoint, x)
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = measure(seg_systems(ref, ours, x, args, tmp), x, args.rounds, 'seg')
+        result.update(config=osp.relpath(args.config, REPO), size=args.size, systems=rows)
+        report(f'{osp.basename(args.config)}, whole model, 1x3x{args.size[0]}x{args.size[1]}, '
+               f'{args.rounds} rounds', rows)
+        del ref, ours
+    if args.pose:
+        x = torch.cat([scene((256, 192), seed=i) for i in range(args.pose_batch)])
+        ref, ours = pose_pair(x)
+        rows = measure(pose_systems(ref, ours, x, args), x, args.rounds, 'pose')
+        result['pose'] = dict(config='configs/hrnet_w32_coco_256x192.py', size=[256, 192],
+                              batch=args.pose_batch, systems=rows)
+        report(f'pose HRNet-W32, 256x192, batch {args.pose_batch}', rows)
+    if args.train:
+        rows = train_rows(args)
+        result['train'] = rows
+        result['train_setup'] = dict(config=osp.relpath(args.train_config, REPO),
+                                     size=args.train_size, batch=args.train_batch)
+        report_train(f'training step, {osp.basename(args.train_config)}, batch '
+                     f'{args.train_batch}, {args.train_size[0]}x{args.train_size[1]}', rows)
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(res, f, indent=2)
+            json.dump(result, f, indent=2)
 
 
 if __name__ == '__main__':
