@@ -4,8 +4,8 @@ Add ``custom_imports = dict(imports=['hrnet_mm'], allow_failed_imports=False)`` 
 and write ``type='hrnet_mm.HRNet'``, ``'hrnet_mm.HRNetConcatNeck'`` or
 ``'hrnet_mm.HRNetPyramidNeck'``.
 """
-from .checkpoint import allow_runner_checkpoints
-from .dist import enable_cpu_distributed
+from .cpu_launcher import enable_cpu_distributed
+from .safe_load import register_checkpoint_loader
 from .models import (ARCH_ZOO, TOOLBOX_DEFAULTS, CheckpointMismatchError, HRModule, HRNet,
                      HRNetConcatNeck, HRNetConfigError, HRNetPyramidNeck, resize_concat)
 from .amp import MixedPrecisionOptimWrapper
@@ -14,15 +14,16 @@ from .registry import HOOKS, MODELS, OPTIM_WRAPPERS
 
 __version__ = '0.1.0'
 
-# Checkpoints written by mmengine's Runner load under torch's weights_only=True once their
-# few plain-data classes are allowlisted (see hrnet_mm.checkpoint).
-allow_runner_checkpoints()
-# mmengine's pytorch launcher on CPU-only machines (see hrnet_mm.dist).
+# What importing hrnet_mm changes besides registering its modules under the scope hrnet_mm
+# (the README lists it): mmengine reads local checkpoints with the Runner's plain-data classes
+# allowed for that load only (hrnet_mm.safe_load), and on a machine with no accelerator its
+# pytorch launcher accepts CPU processes (hrnet_mm.cpu_launcher).
+register_checkpoint_loader()
 enable_cpu_distributed()
 
 __all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'FastInferenceHook', 'HOOKS', 'HRModule',
            'HRNet', 'HRNetConcatNeck', 'HRNetConfigError', 'HRNetPyramidNeck', 'MODELS',
            'MixedPrecisionOptimWrapper', 'OPTIM_WRAPPERS',
-           'TOOLBOX_DEFAULTS', 'allow_runner_checkpoints', 'fold_batch_norms',
+           'TOOLBOX_DEFAULTS', 'fold_batch_norms', 'register_checkpoint_loader',
            'prepare_for_inference',
            'resize_concat', '__version__']

@@ -1,4 +1,5 @@
-"""Runner checkpoints load with weights_only kept on; crafted pickles are still refused."""
+"""Runner checkpoints load through mmengine with weights_only kept on; the allowlist is scoped
+to those loads; crafted pickles are still refused."""
 import io
 import os
 import os.path as osp
@@ -9,7 +10,7 @@ import sys
 import pytest
 import torch
 
-import hrnet_mm  # noqa: F401  (allowlists Runner checkpoint contents on import)
+import hrnet_mm  # noqa: F401  (registers the local checkpoint loader on import)
 
 from .conftest import REPO
 
@@ -49,17 +50,27 @@ runner.train()
 
 
 def test_runner_checkpoint_loads_with_weights_only(tmp_path):
+    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import _load_checkpoint
     path = _runner_checkpoint(tmp_path)
-    ckpt = torch.load(path, map_location='cpu')  # weights_only=True is torch's default
+    ckpt = _load_checkpoint(path, map_location='cpu')  # as the Runner reads it
     assert ckpt['meta']['iter'] == 2
     hub = ckpt['message_hub']['log_scalars']
     assert hub['train/loss'].mean() > 0
     assert list(ckpt['meta']['dataset_meta']['sigmas']) == [0.1, 0.2]
-    from mmengine.runner import load_checkpoint
     model = torch.nn.Module()
     model.lin = torch.nn.Linear(2, 1)
     load_checkpoint(model, path, map_location='cpu')
     assert torch.equal(model.lin.weight, ckpt['state_dict']['lin.weight'])
+
+
+def test_the_allowlist_is_not_process_wide(tmp_path):
+    """Importing hrnet_mm widens nothing outside mmengine's checkpoint loading."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    assert HistoryBuffer not in torch.serialization.get_safe_globals()
+    path = _runner_checkpoint(tmp_path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, map_location='cpu')  # a plain load keeps torch's own allowlist
 
 
 class _RunsCode:
@@ -86,8 +97,9 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, payload):
     obj = _RunsCode(marker) if payload == 'system' else _GetattrEscape()
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'meta': obj}, path)
+    from mmengine.runner.checkpoint import _load_checkpoint
     with pytest.raises(pickle.UnpicklingError):
-        torch.load(path, map_location='cpu')
+        _load_checkpoint(str(path), map_location='cpu')  # with the Runner allowlist active
     assert not marker.exists()
 
 

@@ -57,6 +57,7 @@ def _official_forward(net, state, x):
     return F.conv2d(F.relu(y), s['3.weight'], s['3.bias'])
 
 
+@pytest.mark.slow
 def test_official_segmentation_checkpoint_converts_to_same_predictions(tmp_path):
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
@@ -192,6 +193,7 @@ _HYPO_NECKS = {m: (HRNetConcatNeck([16, 32, 64, 128], upsample_mode=m),
                for m in ('bilinear', 'nearest')}
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(street_data, tmp_path):
     """Kill -9 after the checkpoint at iteration 2, resume, compare with an uninterrupted run."""
     import mmseg
@@ -215,8 +217,9 @@ def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(street_data, t
     assert not osp.exists(osp.join(crashed, 'iter_6.pth')), 'killed too late to test resume'
     log = run_cli([sys.executable, train, cfg, '--work-dir', crashed, '--resume'] + opts)
     assert 'resumed' in log.lower() or 'Load checkpoint' in log
-    a = torch.load(osp.join(full, 'iter_6.pth'), map_location='cpu')['state_dict']
-    b = torch.load(osp.join(crashed, 'iter_6.pth'), map_location='cpu')['state_dict']
+    from hrnet_mm.safe_load import load_local_checkpoint
+    a = load_local_checkpoint(osp.join(full, 'iter_6.pth'), map_location='cpu')['state_dict']
+    b = load_local_checkpoint(osp.join(crashed, 'iter_6.pth'), map_location='cpu')['state_dict']
     assert a.keys() == b.keys()
     diff = {k: (a[k].double() - b[k].double()).abs().max().item() for k in a}
     assert all(v == 0 for v in diff.values()), {k: v for k, v in diff.items() if v}

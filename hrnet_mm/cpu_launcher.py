@@ -3,22 +3,30 @@
 mmengine 0.10.7 assumes a GPU per process in two places: ``_init_dist_pytorch`` calls
 ``torch.cuda.set_device(LOCAL_RANK)`` (a CPU build of torch has no CUDA at all), and
 ``Runner.wrap_model`` gives ``MMDistributedDataParallel`` ``device_ids=[LOCAL_RANK]``, which
-torch refuses for a module on the CPU. On a machine where torch sees no CUDA device,
-:func:`enable_cpu_distributed` (run when hrnet_mm is imported, which every config here does
-through ``custom_imports``) skips the first and drops the second, so
-``torchrun ... tools/train.py cfg --launcher pytorch`` with ``env_cfg.dist_cfg.backend=gloo``
-trains on CPU processes. Where CUDA is available nothing is changed.
+torch refuses for a module on the CPU. On a machine with no accelerator of any kind (no CUDA,
+NPU, MLU, MUSA, MPS or DIPU device, as mmengine detects them), :func:`enable_cpu_distributed`
+(run when hrnet_mm is imported, which every config here does through ``custom_imports``) skips
+the first for the ``torch`` init backend and drops the second for modules whose parameters
+are all on the CPU, so ``torchrun ... tools/train.py cfg --launcher pytorch`` with
+``env_cfg.dist_cfg.backend=gloo`` trains on CPU processes. Where any accelerator is present,
+nothing is changed (mmengine's NPU/MLU/MUSA handling stays as it is).
 """
 import functools
 
 import torch
+from mmengine import device
+
+
+def no_accelerator() -> bool:
+    return not any(getattr(device, f'is_{kind}_available', lambda: False)()
+                   for kind in ('cuda', 'npu', 'mlu', 'musa', 'mps', 'dipu'))
 
 _ENABLED = False
 
 
 def enable_cpu_distributed() -> None:
     global _ENABLED
-    if _ENABLED or torch.cuda.is_available():
+    if _ENABLED or not no_accelerator():
         return
     import mmengine.dist.utils as dist_utils
     from mmengine.model.wrappers import MMDistributedDataParallel
