@@ -6,8 +6,9 @@
 * V2p - a pyramid pooled from the V2 representation: :class:`HRNetPyramidNeck` (with mmdet's
   HRFPN weights it gives HRFPN's outputs, and unlike HRFPN it honours ``norm_cfg``).
 
-Both read the stream layout from ``in_channels`` and expose ``out_channels`` and
-``out_strides``; both check what they are fed and say which setting disagrees.
+Both read the stream layout from ``in_channels`` (and ``in_strides``, the backbone's
+``out_strides``) and expose ``out_channels`` and ``out_strides``; both check what they are fed
+and say which setting disagrees.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -39,7 +40,8 @@ class _StreamsNeck(BaseModule):
     """Input checks and stream selection shared by both necks."""
 
     def __init__(self, in_channels: Sequence[int], in_index: Optional[Sequence[int]],
-                 upsample_mode: str, align_corners: Optional[bool], init_cfg):
+                 upsample_mode: str, align_corners: Optional[bool], init_cfg,
+                 in_strides: Optional[Sequence[int]] = None):
         super().__init__(init_cfg)
         if isinstance(in_channels, int) or not in_channels:
             raise ValueError('in_channels must list the channels of every backbone stream, '
@@ -58,8 +60,15 @@ class _StreamsNeck(BaseModule):
         self.upsample_mode = upsample_mode
         self.align_corners = align_corners
         self.concat_channels = sum(self.in_channels[i] for i in self.in_index)
-        # Stream k of an HRNet is at stride 4 * 2**k.
-        self.concat_stride = STEM_STRIDE * 2 ** self.in_index[0]
+        # The backbone's strides (its out_strides); by default an HRNet's, 4 * 2**k.
+        self.in_strides = tuple(in_strides if in_strides is not None else
+                                (STEM_STRIDE * 2 ** k for k in range(len(self.in_channels))))
+        if len(self.in_strides) != len(self.in_channels) or any(
+                b <= a for a, b in zip(self.in_strides, self.in_strides[1:])):
+            raise ValueError(f'in_strides {self.in_strides} must give one increasing stride per '
+                             f'stream of in_channels={self.in_channels}; set it to the '
+                             "backbone's out_strides")
+        self.concat_stride = self.in_strides[self.in_index[0]]
 
     def _select(self, inputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         if isinstance(inputs, torch.Tensor) or len(inputs) != len(self.in_channels):
@@ -96,6 +105,8 @@ class HRNetConcatNeck(_StreamsNeck):
         upsample_mode (str): ``'bilinear'`` (default) or ``'nearest'``.
         align_corners (bool | None): for bilinear. Default False.
         conv_cfg, norm_cfg, act_cfg (dict): of the mixing conv; defaults no conv_cfg, BN, ReLU.
+        in_strides (Sequence[int], optional): each stream's stride (the backbone's
+            ``out_strides``); default an HRNet's, 4, 8, 16, 32. ``out_strides`` follows it.
         init_cfg (dict, optional): mmengine init config.
 
     Returns a one-element tuple, so mmseg heads take it with ``in_index=0``.
@@ -113,8 +124,10 @@ class HRNetConcatNeck(_StreamsNeck):
                  out_channels: Optional[int] = None, kernel_size: int = 1,
                  upsample_mode: str = 'bilinear', align_corners: Optional[bool] = False,
                  conv_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = dict(type='BN'),
-                 act_cfg: Optional[dict] = dict(type='ReLU'), init_cfg=None):
-        super().__init__(in_channels, in_index, upsample_mode, align_corners, init_cfg)
+                 act_cfg: Optional[dict] = dict(type='ReLU'),
+                 in_strides: Optional[Sequence[int]] = None, init_cfg=None):
+        super().__init__(in_channels, in_index, upsample_mode, align_corners, init_cfg,
+                         in_strides)
         if out_channels is None:
             self.mix = nn.Identity()
             width = self.concat_channels
@@ -148,6 +161,8 @@ class HRNetPyramidNeck(_StreamsNeck):
         upsample_mode, align_corners: how streams are resized (default bilinear, False).
         conv_cfg, norm_cfg, act_cfg (dict, optional): of every conv; norm and act default None.
         with_cp (bool): gradient checkpointing of the convs. Default False.
+        in_strides (Sequence[int], optional): each stream's stride (the backbone's
+            ``out_strides``); default an HRNet's, 4, 8, 16, 32.
         ceil_mode (bool): pool with ``ceil_mode``, so a 1/4 map whose sides are not multiples
             of ``2**(num_outs - 1)`` keeps its border cells (a 200x336 map gives a 13x21 top
             level instead of 12x21). Default False: floor, as HRFPN.
@@ -170,9 +185,10 @@ class HRNetPyramidNeck(_StreamsNeck):
                  upsample_mode: str = 'bilinear', align_corners: Optional[bool] = False,
                  conv_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = None,
                  act_cfg: Optional[dict] = None, with_cp: bool = False,
-                 ceil_mode: bool = False,
+                 ceil_mode: bool = False, in_strides: Optional[Sequence[int]] = None,
                  init_cfg=dict(type='Caffe2Xavier', layer='Conv2d')):
-        super().__init__(in_channels, in_index, upsample_mode, align_corners, init_cfg)
+        super().__init__(in_channels, in_index, upsample_mode, align_corners, init_cfg,
+                         in_strides)
         if pooling_type not in ('AVG', 'MAX'):
             raise ValueError(f"pooling_type must be 'AVG' or 'MAX', got {pooling_type!r}")
         if num_outs < 1:
