@@ -22,8 +22,24 @@ stamp_of() {
         "$repo/requirements/deploy.txt" \
         "$repo/tools/bootstrap.sh" "$repo/tools/patch_mmpose_torchvision.py" "$repo/setup.py" | sha256sum | cut -c1-16
 }
+# hrnet_mm itself is installed as a regular package (mim reads the installed package's .mim/:
+# model-index and configs), so any change to its sources reinstalls it, which takes seconds.
+package_stamp() {
+    (cd "$repo" && find hrnet_mm configs model-index.yml setup.py README.md -type f \
+        -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+install_package() {
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --no-build-isolation --force-reinstall "$repo" 2> >(grep -v "^WARNING: Location '" >&2)
+    rm -rf "$repo/build"
+    package_stamp >"$venv/.hrnet_mm_package_stamp"
+}
 want=$(stamp_of)
 if [[ -f "$venv/.hrnet_mm_stamp" && "$(cat "$venv/.hrnet_mm_stamp")" == "$want" ]]; then
+    if [[ "$(cat "$venv/.hrnet_mm_package_stamp" 2>/dev/null)" != "$(package_stamp)" ]]; then
+        echo "[bootstrap] hrnet_mm changed: reinstalling it" >&2
+        install_package
+    fi
     echo "$venv"
     exit 0
 fi
@@ -77,8 +93,8 @@ log "openmim 0.3.9"
 "${pip[@]}" --no-deps openmim==0.3.9
 "${pip[@]}" Click colorama model-index pandas requests rich tabulate
 
-log "hrnet_mm (editable)"
-"${pip[@]}" --no-deps --no-build-isolation -e "$repo"
+log "hrnet_mm"
+install_package
 
 "$py" - <<'EOF'
 import torch, mmcv, mmengine, mmseg, mmdet, mmpose, mim, hrnet_mm  # noqa: F401
