@@ -45,10 +45,18 @@ def test_config_builds_and_runs_forward(path):
             assert out.shape == (1, 17, hh, hw)
         else:
             feats = model.extract_feat(torch.rand(1, 3, 128, 160))
-            # 1/4 of 128x160, then pooled by 2**i with floor, as mmdet's HRFPN: 32x40 ... 2x2
+            # 1/4 of 128x160, pooled by 2**i with floor (as mmdet's HRFPN), then the per-level
+            # 3x3 conv of the neck's stride
+            s = model.neck.out_strides[0] // 4
+
+            def conv(n):
+                return (n - 1) // s + 1
             assert [tuple(f.shape[1:]) for f in feats] == [
-                (256, 32 // 2 ** i, 40 // 2 ** i) for i in range(5)]
-            assert model.neck.out_strides == tuple(cfg.model.rpn_head.anchor_generator.strides)
+                (256, conv(32 // 2 ** i), conv(40 // 2 ** i)) for i in range(5)]
+            # the levels sit where the head's anchors or points expect them
+            head = cfg.model.get('rpn_head') or cfg.model.bbox_head
+            strides = head.get('anchor_generator', {}).get('strides') or head.get('strides')
+            assert model.neck.out_strides == tuple(strides)
 
 
 def _pose_flops(model):
@@ -103,19 +111,63 @@ def test_unreachable_imagenet_weights_say_how_to_train_without_them(tmp_path):
         net.init_weights()
 
 
-def test_metafile_lists_every_config_with_its_parameter_count():
-    """model-index.yml -> configs/metafile.yml (read by mim): one entry per config, and the
-    declared parameter count equals the built model's."""
+def _metafile():
     import yaml
     with open(osp.join(REPO, 'model-index.yml')) as f:
         index = yaml.safe_load(f)
     assert index['Import'] == ['configs/metafile.yml']
     with open(osp.join(REPO, 'configs', 'metafile.yml')) as f:
-        models = yaml.safe_load(f)['Models']
+        return yaml.safe_load(f)
+
+
+def test_metafile_lists_every_config_with_its_parameter_count():
+    """model-index.yml -> configs/metafile.yml (read by mim): one entry per config, in
+    OpenMMLab's format, and the declared parameter count equals the built model's."""
+    meta = _metafile()
+    assert [c['Name'] for c in meta['Collections']] == ['hrnet_mm']
+    models = meta['Models']
     listed = {m['Config'] for m in models}
     assert listed == {osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs', '*.py'))}
     for entry in models:
+        assert entry['In Collection'] == 'hrnet_mm'
+        assert {'Codebase', 'Task', 'Training Data', 'Parameters', 'FLOPs'} <= set(
+            entry['Metadata']), entry['Name']
         cfg, model = build_model(osp.join(REPO, entry['Config']))
         assert entry['Metadata']['Codebase'] == cfg.default_scope, entry['Name']
         assert entry['Metadata']['Parameters'] == sum(p.numel() for p in model.parameters()), \
             entry['Name']
+
+
+def test_metafile_results_are_their_sources_numbers():
+    """Every stated result names its source; the toolboxes' are read back from the toolboxes'
+    own installed metafiles."""
+    import sys
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    from metafile import REFERENCES, reference_results
+    for entry in _metafile()['Models']:
+        for result in entry.get('Results', []):
+            assert result['Source'] and result['Metrics'], entry['Name']
+        if entry['Name'] in REFERENCES:
+            assert entry['Results'] == reference_results(entry['Name']), entry['Name']
+    w48 = next(m for m in _metafile()['Models'] if m['Name'] == 'hrnet_w48_cityscapes')
+    assert w48['Results'][0]['Metrics']['mIoU'] == 79.93  # mmseg's 80k figure
+
+
+@pytest.mark.slow
+def test_metafile_flops_are_recounted():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'metafile.py'), '--check'],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_mim_search_lists_every_config():
+    """As a user finds us: `mim search hrnet_mm` reads the installed package's .mim."""
+    import re
+    from .conftest import run_cli
+    out = run_cli(['mim', 'search', 'hrnet_mm'])
+    names = {osp.splitext(osp.basename(p))[0]
+             for p in glob.glob(osp.join(REPO, 'configs', '*.py'))}
+    missing = [n for n in names if not re.search(rf'\b{re.escape(n)}\b', out)]
+    assert not missing, out[-3000:]
