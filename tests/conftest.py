@@ -17,6 +17,11 @@ MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'slow: trains, exports or benchmarks (the quick tier is -m "not slow")')
+
+
 @pytest.fixture(autouse=True)
 def outside_any_toolbox_scope():
     """Each test starts outside any toolbox's registry scope. mmengine's current scope is

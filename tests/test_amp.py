@@ -27,6 +27,7 @@ def tiny_runner(street_data, work_dir, dtype, max_iters=2):
     return Runner.from_cfg(cfg)
 
 
+@pytest.mark.slow
 def test_bf16_training_step_on_cpu(street_data, tmp_path):
     runner = tiny_runner(street_data, tmp_path, 'bfloat16')
     wrapper = runner.build_optim_wrapper(runner.optim_wrapper)

@@ -42,6 +42,7 @@ def pretrained(path, **kw):
     return HRNet(init_cfg=dict(type='Pretrained', checkpoint=path, **kw.pop('ckpt_kw', {})), **kw)
 
 
+@pytest.mark.slow
 def test_resnet_checkpoint_through_mim_test_is_refused(street_data, tmp_path):
     """A PSPNet-ResNet checkpoint given to `mim test` on an HRNet config: an error, not a run."""
     ckpt = save(tmp_path, 'pspnet_r18.pth',

@@ -28,6 +28,7 @@ def trained_tiny(street_data, tmp_path_factory):
     return cfg, ckpt, float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
 
 
+@pytest.mark.slow
 def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_data,
                                                            tmp_path):
     cfg, ckpt, miou_torch = trained_tiny
@@ -53,6 +54,7 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_
     assert abs(miou_onnx - miou_torch) <= 0.2, (miou_onnx, miou_torch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config, task', [('pose_tiny.py', 'pose'), ('det_tiny.py', 'det')])
 def test_pose_and_det_networks_export_with_dynamic_size(config, task, tmp_path):
     from hrnet_mm.deploy import Runtime, agreement, export_onnx, network

@@ -5,11 +5,14 @@ import re
 import shutil
 import sys
 
+import pytest
 import torch
 
 import hrnet_mm  # noqa: F401
 
 from .conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
 
 
 def data_options(root):
@@ -30,12 +33,15 @@ def test_stock_mmseg_config_with_swapped_backbone(street_data, tmp_path):
     assert 'SyncBatchNorm (SyncBN) layers in the model will be automatically reverted' in log
     ckpt = last_checkpoint(work)
     assert osp.basename(ckpt) == 'iter_4.pth'
-    state = torch.load(ckpt, map_location='cpu')  # weights_only stays on
+    from hrnet_mm.safe_load import load_local_checkpoint
+    state = load_local_checkpoint(ckpt, map_location='cpu')  # weights_only stays on
     assert any(k.startswith('backbone.stage4.') for k in state['state_dict'])
     out = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', ckpt,
                    '--work-dir', str(tmp_path / 'test')] + data_options(street_data))
     miou = re.findall(r'mIoU: ([0-9.]+)', out)
-    assert miou and 0 <= float(miou[-1]) <= 100
+    # four iterations from scratch: above nothing (the large classes are found), far below
+    # the trained demo's 77.8
+    assert miou and 0 < float(miou[-1]) < 60, miou
 
 
 def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(street_data, tmp_path):
@@ -47,7 +53,8 @@ def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(street_da
     out = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', ckpt,
                    '--work-dir', str(tmp_path / 'test')] + data_options(street_data)
                   + [f'test_evaluator.1.output_dir={tmp_path / "cs"}'])
-    assert re.search(r'mIoU: [0-9.]+', out)
+    miou = re.findall(r'mIoU: ([0-9.]+)', out)
+    assert miou and 0 < float(miou[-1]) < 60, miou
     assert 'batch norms folded into convs' in out  # the configs' fast test path ran
     # CityscapesMetric reports cityscapesscripts' class and instance-category averages.
     assert re.search(r'averageScoreCategories: [0-9.]+', out), out[-3000:]

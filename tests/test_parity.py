@@ -220,6 +220,7 @@ STOCK = [
 @pytest.mark.parametrize('scope, path, size', STOCK,
                          ids=[osp.basename(p).split('_')[0] + '-' + osp.basename(p).split('_')[1]
                               for _, p, _ in STOCK])
+@pytest.mark.slow
 def test_stock_config_with_type_swapped_is_identical(scope, path, size):
     theirs = randomize_norms(quiet(build_stock(scope, path, swap=False)))
     ours = build_stock(scope, path, swap=True)
