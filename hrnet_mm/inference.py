@@ -168,6 +168,21 @@ def _wrap(fn: Callable, dtype: Optional[torch.dtype], device_type: str, upcast: 
     return run
 
 
+def _compiled(fn: Callable) -> Callable:
+    """``torch.compile(fn)`` with the weights frozen into the graph as constants (inductor's
+    ``freezing``: convolution weights pre-packed for oneDNN, norms and casts folded). The
+    setting is scoped to these calls, where (re)compilation happens; ``torch.compile``'s
+    ``options={'freezing': True}`` does not reach it."""
+    import torch._inductor.config as inductor_config
+    compiled = torch.compile(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with inductor_config.patch(freezing=True):
+            return compiled(*args, **kwargs)
+    return run
+
+
 def _refuse_train(self, mode: bool = True):
     if mode:
         raise RuntimeError('this model was prepared for inference (batch norms folded into '
@@ -248,10 +263,16 @@ def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile:
     if channels_last:
         prepared.to(memory_format=torch.channels_last)
     dtype = torch.bfloat16 if precision == 'bf16' else None
+    if dtype is not None:
+        # hrnet_mm's own modules (backbone, necks) hold their weights in bf16 once, instead of
+        # autocast casting them again on every forward; other modules stay under autocast.
+        for m in prepared.modules():
+            if type(m).__module__.startswith('hrnet_mm.models'):
+                m.to(dtype)
     for owner, name, upcast in _network_parts(prepared):
         fn = _wrap(getattr(owner, name), dtype, device.type, upcast)
         if compile:
-            fn = torch.compile(fn, options={'freezing': True})
+            fn = _compiled(fn)
         setattr(owner, name, fn)
     prepared.train = types.MethodType(_refuse_train, prepared)
     prepared.inference_precision = precision

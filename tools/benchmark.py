@@ -168,7 +168,7 @@ def seg_systems(ref, ours, x, args, tmp):
 
     from hrnet_mm import prepare_for_inference
     from hrnet_mm.deploy import Runtime, export_onnx, network, to_openvino
-    from hrnet_mm.inference import native_bf16
+    from hrnet_mm.inference import _compiled, native_bf16
     precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
 
     def mmseg_fused(compiled):
@@ -176,7 +176,7 @@ def seg_systems(ref, ours, x, args, tmp):
             m = fuse_conv_bn(copy.deepcopy(ref)).to(memory_format=torch.channels_last)
             fn = m._forward
             if compiled:
-                fn = torch.compile(fn, options={'freezing': True})
+                fn = _compiled(fn)
             return lambda t: fn(t.contiguous(memory_format=torch.channels_last))
         return make
 
