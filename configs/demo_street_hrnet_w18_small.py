@@ -39,9 +39,12 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
+# bf16 mixed precision where the machine computes bf16 natively (AVX512-BF16/AMX CPUs,
+# Ampere+ GPUs), float32 elsewhere; the choice is logged.
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',
+    type='hrnet_mm.MixedPrecisionOptimWrapper',
+    dtype='auto',
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.05, by_epoch=False, begin=0, end=50),
