@@ -1,6 +1,5 @@
 """Runner checkpoints load through mmengine with weights_only kept on; the allowlist is scoped
 to those loads; crafted pickles are still refused."""
-import io
 import os
 import os.path as osp
 import pickle

@@ -1,12 +1,10 @@
 """End to end as users run it: mim train -> checkpoint -> mim test, with mmseg's own tools."""
-import glob
 import os.path as osp
 import re
 import shutil
 import sys
 
 import pytest
-import torch
 
 import hrnet_mm  # noqa: F401
 

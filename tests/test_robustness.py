@@ -70,6 +70,7 @@ def test_official_segmentation_checkpoint_converts_to_same_predictions(tmp_path)
     torch.save(state, src)
     out = run_cli(CONVERT + ['official-seg', str(src), str(dst), '--arch', 'w18'])
     assert 'dropped 1 tensors (loss)' in out
+    assert "upsample_mode='bilinear'" in out
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'hrnet_w18_cityscapes.py'))
     cfg.model.pretrained = None
     model = revert_sync_batchnorm(MODELS.build(cfg.model)).eval()
@@ -93,6 +94,7 @@ def test_classification_checkpoints_drop_heads_and_load(tmp_path, src_format):
     torch.save({'state_dict': state} if src_format == 'timm' else state, src)
     out = run_cli(CONVERT + [src_format, str(src), str(dst), '--arch', 'w18_small'])
     assert 'classifier, downsamp_modules, final_layer, incre_modules' in out
+    assert "upsample_mode='nearest'" in out  # how the classification nets were trained
     fresh = HRNet('w18_small', init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
     quiet(fresh).eval()
     x = torch.randn(1, 3, 64, 64)

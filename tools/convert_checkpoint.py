@@ -7,6 +7,11 @@ hrnet_mm keys (which are mmseg's, mmdet's and mmpose's).
 
 Prints what it dropped (incre_modules, downsamp_modules, final_layer, classifier, loss
 weights); exits 1 with the offending keys when shapes or keys do not fit ``--arch``.
+
+The classification networks (official and timm) were trained with nearest upsampling in their
+exchange units, the official segmentation one with bilinear: build the backbone the weights
+are used in the same way (the tool says which), e.g.
+``backbone=dict(type='hrnet_mm.HRNet', arch='w32', upsample_mode='nearest', init_cfg=...)``.
 """
 import argparse
 import sys
@@ -36,6 +41,11 @@ def main(argv=None):
     torch.save({'state_dict': state, 'meta': {'converted_from': args.src_format,
                                                'arch': args.arch}}, args.dst)
     print(f'wrote {len(state)} tensors to {args.dst}')
+    mode = 'bilinear' if args.src_format == 'official-seg' else 'nearest'
+    print(f"these weights were trained with {mode} upsampling in the exchange units: build "
+          f"the backbone with upsample_mode='{mode}'"
+          + (' (the default in mmseg configs)' if mode == 'bilinear' else
+             " (mmseg configs default to 'bilinear')"))
 
 
 if __name__ == '__main__':

@@ -133,7 +133,7 @@ def write_deploy_config(args, cfg, backend, path, precision):
 
 
 def test(args):
-    from mmengine.config import Config, DictAction  # noqa: F401
+    from mmengine.config import Config
     from mmengine.runner import Runner
     cfg = Config.fromfile(args.config)
     if args.cfg_options:

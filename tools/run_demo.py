@@ -68,10 +68,12 @@ def plot_curves(train_dir, out_path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
+    # the latest run's log only (a work dir keeps the logs of earlier runs beside it)
+    runs = sorted(glob.glob(osp.join(train_dir, '*', 'vis_data', 'scalars.json')))
     records = []
-    for path in glob.glob(osp.join(train_dir, '*', 'vis_data', 'scalars.json')):
-        with open(path) as f:
-            records += [json.loads(line) for line in f if line.strip()]
+    if runs:
+        with open(runs[-1]) as f:
+            records = [json.loads(line) for line in f if line.strip()]
     loss = [(r['step'], r['loss']) for r in records if 'loss' in r]
     miou = [(r['step'], r['mIoU']) for r in records if 'mIoU' in r]
     fig, ax = plt.subplots(figsize=(8, 4))
