@@ -28,7 +28,7 @@ from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_availa
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
-from .inference import native_bf16
+from .inference import _device_of, native_bf16
 from .registry import OPTIM_WRAPPERS
 
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch.float32}
@@ -106,9 +106,8 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
             with super().optim_context(model):
                 yield
             return
-        device = next((p.device.type for p in model.parameters()), 'cpu')
         enabled = self.cast_dtype not in (None, torch.float32)
         with OptimWrapper.optim_context(self, model), \
-                torch.autocast(device, dtype=self.cast_dtype or torch.bfloat16,
+                torch.autocast(_device_of(model).type, dtype=self.cast_dtype or torch.bfloat16,
                                enabled=enabled):
             yield

@@ -223,6 +223,13 @@ def keep_freed_memory() -> bool:
 
 # --- the entry points --------------------------------------------------------------------------
 
+def _outermost(module: nn.Module, chosen: Callable[[nn.Module], bool]) -> List[nn.Module]:
+    """The modules ``chosen`` selects, without those inside another selected one."""
+    if chosen(module):
+        return [module]
+    return [m for child in module.children() for m in _outermost(child, chosen)]
+
+
 def _device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -266,9 +273,8 @@ def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile:
     if dtype is not None:
         # hrnet_mm's own modules (backbone, necks) hold their weights in bf16 once, instead of
         # autocast casting them again on every forward; other modules stay under autocast.
-        for m in prepared.modules():
-            if type(m).__module__.startswith('hrnet_mm.models'):
-                m.to(dtype)
+        for m in _outermost(prepared, lambda m: type(m).__module__.startswith('hrnet_mm.models')):
+            m.to(dtype)
     for owner, name, upcast in _network_parts(prepared):
         fn = _wrap(getattr(owner, name), dtype, device.type, upcast)
         if compile:
@@ -277,7 +283,6 @@ def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile:
     prepared.train = types.MethodType(_refuse_train, prepared)
     prepared.inference_precision = precision
     prepared.inference_precision_reason = why
-    prepared.compiled = compile
     if (device.type == 'cpu' if keep_memory is None else keep_memory):
         keep_freed_memory()
     return prepared

@@ -11,8 +11,6 @@ import sys
 
 import pytest
 import torch
-from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
 from hrnet_mm import CheckpointMismatchError, HRNet
 
@@ -26,16 +24,8 @@ def save(tmp_path, name, state_dict):
 
 
 def mmseg_model(path):
-    from mmseg.registry import MODELS
-    root = osp.dirname(__import__('mmseg').__file__)
-    cfg = Config.fromfile(osp.join(root, '.mim', 'configs', path))
-    cfg.model.pretrained = None
-    cfg.model.backbone.init_cfg = None
-    cfg.model.backbone.norm_cfg = cfg.model.decode_head.norm_cfg = dict(type='BN')
-    if cfg.model.get('auxiliary_head'):
-        cfg.model.auxiliary_head.norm_cfg = dict(type='BN')
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        return MODELS.build(cfg.model)
+    from .test_parity import build_stock
+    return build_stock('mmseg', path, swap=False)
 
 
 def pretrained(path, **kw):

@@ -96,20 +96,25 @@ def build(cfg_model, scope):
         return revert_sync_batchnorm(registry.build(cfg_model)).eval()
 
 
+def mmseg_equivalent(cfg_model, ours, with_cp=False):
+    """mmseg's own FCN-HRNet for the network of our config: its HRNet with our stage table, no
+    neck, and the head resizing and concatenating the streams itself."""
+    theirs = copy.deepcopy(cfg_model)
+    theirs.backbone = dict(type='HRNet', norm_cfg=cfg_model.backbone.norm_cfg, with_cp=with_cp,
+                           extra={k: dict(v) for k, v in ours.backbone.stages_cfg.items()})
+    theirs.pop('neck', None)
+    theirs.decode_head.update(in_index=(0, 1, 2, 3), input_transform='resize_concat',
+                              in_channels=list(ours.backbone.out_channels))
+    return theirs
+
+
 def seg_pair(config, checkpoint, x):
     """(mmseg's model, ours) for a seg config of ours, with the same weights."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
     cfg.model.pop('pretrained', None)
     ours = build(copy.deepcopy(cfg.model), 'mmseg')
-    theirs_cfg = copy.deepcopy(cfg.model)
-    # mmseg's FCN-HRNet: its HRNet, no neck, the head resizes and concatenates the streams.
-    theirs_cfg.backbone = dict(type='HRNet', norm_cfg=cfg.model.backbone.norm_cfg,
-                               extra={k: dict(v) for k, v in ours.backbone.stages_cfg.items()})
-    theirs_cfg.pop('neck', None)
-    theirs_cfg.decode_head.update(in_index=(0, 1, 2, 3), input_transform='resize_concat',
-                                  in_channels=list(ours.backbone.out_channels))
-    theirs = build(theirs_cfg, 'mmseg')
+    theirs = build(mmseg_equivalent(cfg.model, ours), 'mmseg')
     if checkpoint:
         from mmengine.runner import load_checkpoint
         load_checkpoint(theirs, checkpoint, map_location='cpu')
@@ -167,7 +172,7 @@ def seg_systems(ref, ours, x, args, tmp):
     from mmcv.cnn import fuse_conv_bn
 
     from hrnet_mm import prepare_for_inference
-    from hrnet_mm.deploy import Runtime, export_onnx, network, to_openvino
+    from hrnet_mm.deploy import Runtime, export_onnx, to_openvino
     from hrnet_mm.inference import _compiled, native_bf16
     precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
 
@@ -208,7 +213,6 @@ def seg_systems(ref, ours, x, args, tmp):
     if args.runtimes:
         systems.append(System('onnxruntime', 'fp32', False, exported('onnxruntime', 'fp32')))
         systems += [System('openvino', p, False, exported('openvino', p)) for p in precisions]
-    del network
     return systems
 
 
@@ -235,18 +239,13 @@ def measure(systems, x, rounds, task):
             with torch.no_grad():
                 s.run(x)
             s.times.append(time.perf_counter() - t)
-    ref = systems[0].out.float()
+    from hrnet_mm.deploy import agreement
     rows = []
     for s in systems:
-        out = s.out.float()
-        if task == 'seg':
-            agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
-        else:  # keypoints whose heatmap peak is the same
-            agree = (out.flatten(2).argmax(2) == ref.flatten(2).argmax(2)).float().mean().item()
+        diff, _, agree = agreement([systems[0].out], [s.out], task)
         rows.append(dict(name=s.name, precision=s.precision, compiled=s.compiled,
                          median_s=statistics.median(s.times), min_s=min(s.times),
-                         startup_s=s.startup_s, argmax_agreement=agree,
-                         max_abs_diff=(out - ref).abs().max().item()))
+                         startup_s=s.startup_s, argmax_agreement=agree, max_abs_diff=diff))
     return rows
 
 
@@ -274,24 +273,10 @@ def train_model(side, config, precision, with_cp):
     from mmengine.optim import build_optim_wrapper
     cfg = Config.fromfile(config)
     cfg.model.pop('pretrained', None)
-    model = build(copy.deepcopy(cfg.model), 'mmseg') if side == 'hrnet_mm' else None
+    cfg.model.backbone.with_cp = with_cp
+    model = build(copy.deepcopy(cfg.model), 'mmseg')
     if side == 'mmseg':
-        # mmseg's own FCN-HRNet for the same network (see seg_pair)
-        ours = build(copy.deepcopy(cfg.model), 'mmseg')
-        theirs_cfg = copy.deepcopy(cfg.model)
-        theirs_cfg.backbone = dict(type='HRNet', norm_cfg=dict(type='BN'), with_cp=with_cp,
-                                   extra={k: dict(v) for k, v in
-                                          ours.backbone.stages_cfg.items()})
-        theirs_cfg.pop('neck', None)
-        theirs_cfg.decode_head.update(in_index=(0, 1, 2, 3), input_transform='resize_concat',
-                                      in_channels=list(ours.backbone.out_channels),
-                                      norm_cfg=dict(type='BN'))
-        model = build(theirs_cfg, 'mmseg')
-    else:
-        model.backbone.with_cp = with_cp
-        if with_cp:
-            cfg.model.backbone.with_cp = True
-            model = build(copy.deepcopy(cfg.model), 'mmseg')
+        model = build(mmseg_equivalent(cfg.model, model, with_cp), 'mmseg')
     torch.manual_seed(0)
     model.train()
     optim = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=1e-4, momentum=0.9))

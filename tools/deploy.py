@@ -21,27 +21,21 @@ import sys
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'tools'))
 
 
 def build(config, checkpoint):
-    from mmengine.config import Config
     from mmengine.logging import MMLogger
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope, init_default_scope
+    from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
-    MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
-    cfg = Config.fromfile(config)
-    scope = cfg.get('default_scope')
+
+    from get_flops import build_model
     from hrnet_mm.deploy import TASKS
-    if scope not in TASKS:
+    MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
+    cfg, scope, model = build_model(config)
+    if cfg.get('default_scope') not in TASKS:
         raise SystemExit(f'{config}: default_scope {scope!r} is not one of {sorted(TASKS)}')
     init_default_scope(scope)
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-    cfg.model.pop('pretrained', None)
-    if 'init_cfg' in cfg.model.get('backbone', {}):
-        cfg.model.backbone.init_cfg = None
-    with DefaultScope.overwrite_default_scope(scope):
-        model = revert_sync_batchnorm(registry.build(cfg.model))
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
     else:

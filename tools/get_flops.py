@@ -28,27 +28,38 @@ class TensorPath(torch.nn.Module):
         return self.model._forward(x)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('--shape', type=int, nargs=2, default=[512, 1024], metavar=('H', 'W'))
-    args = parser.parse_args()
-    cfg = Config.fromfile(args.config)
-    if 'pretrained' in cfg.model:
-        cfg.model.pretrained = None
+def build_model(config):
+    """``(cfg, scope, model)``: a config's model as its toolbox builds it, in eval mode, with
+    no pretrained download and SyncBN reverted to BN (one process)."""
+    cfg = Config.fromfile(config)
+    cfg.model.pop('pretrained', None)
     cfg.model.backbone.init_cfg = None
     scope = cfg.get('default_scope', 'mmseg')
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
         model = revert_sync_batchnorm(registry.build(cfg.model)).eval()
+    return cfg, scope, model
+
+
+def complexity(model, scope, shape):
+    """mmengine's count over the tensor path, without mmseg's training-only auxiliary head."""
     if getattr(model, 'auxiliary_head', None) is not None:
         model.auxiliary_head = None  # training-only, as mmseg's tool does
-    x = torch.rand(1, 3, *args.shape)
     with torch.no_grad():
-        info = get_model_complexity_info(TensorPath(model, scope), inputs=(x,),
+        return get_model_complexity_info(TensorPath(model, scope),
+                                         inputs=(torch.rand(1, 3, *shape),),
                                          show_table=False, show_arch=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('--shape', type=int, nargs=2, default=[512, 1024], metavar=('H', 'W'))
+    args = parser.parse_args()
+    _, scope, model = build_model(args.config)
+    info = complexity(model, scope, args.shape)
     part = 'backbone + neck' if scope == 'mmdet' else 'whole model'
-    print(f'Config: {args.config}\nInput shape: {tuple(x.shape)} ({part})\n'
+    print(f'Config: {args.config}\nInput shape: {(1, 3, *args.shape)} ({part})\n'
           f"Flops: {info['flops'] / 1e9:.2f} G\nParams: {info['params'] / 1e6:.3f} M")
 
 

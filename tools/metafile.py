@@ -17,7 +17,6 @@ import importlib
 import os.path as osp
 import sys
 
-import torch
 import yaml
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -92,28 +91,12 @@ def input_shape(cfg, scope):
 
 
 def count(path):
-    from mmengine.analysis import get_model_complexity_info
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope
     sys.path.insert(0, osp.join(REPO, 'tools'))
-    from get_flops import TensorPath
-    cfg = Config.fromfile(path)
-    scope = cfg.default_scope
-    cfg.model.pop('pretrained', None)
-    cfg.model.backbone.init_cfg = None
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = revert_sync_batchnorm(registry.build(cfg.model)).eval()
-    params = sum(p.numel() for p in model.parameters())
-    if getattr(model, 'auxiliary_head', None) is not None:
-        model.auxiliary_head = None  # training only
+    from get_flops import build_model, complexity
+    cfg, scope, model = build_model(path)
+    params = sum(p.numel() for p in model.parameters())  # the auxiliary head included
     shape = input_shape(cfg, scope)
-    with torch.no_grad():
-        flops = get_model_complexity_info(TensorPath(model, scope),
-                                          inputs=(torch.rand(1, 3, *shape),),
-                                          show_table=False, show_arch=False)['flops']
-    return cfg, scope, params, int(flops), shape
+    return cfg, scope, params, int(complexity(model, scope, shape)['flops']), shape
 
 
 def entries():

@@ -143,8 +143,9 @@ def split_extra(extra: Optional[Mapping]) -> Tuple[Dict[str, dict], dict]:
     return stages, options
 
 
-def resolve_arch(arch: Optional[str], extra: Optional[Mapping] = None) -> dict:
-    """The stage table of a preset, deep-copied, with ``extra``'s stage tables laid over it.
+def resolve_arch(arch: Optional[str], extra: Optional[Mapping] = None) -> Tuple[dict, dict]:
+    """``(stage table, options)``: the preset's table, deep-copied, with ``extra``'s stage
+    tables laid over it, and the other settings ``extra`` carries (see :func:`split_extra`).
 
     ``arch=None`` takes the stages from ``extra`` alone (mmseg/mmpose/mmdet-style full
     ``extra`` dicts).
@@ -152,7 +153,7 @@ def resolve_arch(arch: Optional[str], extra: Optional[Mapping] = None) -> dict:
     if isinstance(arch, Mapping):
         raise TypeError("HRNet's first argument is the preset name; pass a stage dict as "
                         'extra=... (with arch=None)')
-    stages, _ = split_extra(extra)
+    stages, options = split_extra(extra)
     if arch is None:
         if not stages:
             raise HRNetConfigError('HRNet needs arch= (one of %s) or a full extra= dict'
@@ -169,7 +170,7 @@ def resolve_arch(arch: Optional[str], extra: Optional[Mapping] = None) -> dict:
     for stage in cfg.values():
         stage['num_blocks'] = tuple(stage['num_blocks'])
         stage['num_channels'] = tuple(stage['num_channels'])
-    return cfg
+    return cfg, options
 
 
 def _check_stages(cfg: dict) -> None:
@@ -458,8 +459,7 @@ class HRNet(BaseModule):
             init_cfg = copy.deepcopy(defaults['init_cfg'])
         super().__init__(init_cfg)
 
-        self.stages_cfg = resolve_arch(arch, extra)
-        _, options = split_extra(extra)
+        self.stages_cfg, options = resolve_arch(arch, extra)
         upsample_mode = _pick('upsample_mode', upsample_mode, options.get('upsample_mode'),
                               defaults['upsample_mode'], "extra['upsample']['mode']")
         align_corners = _pick('align_corners', align_corners, options.get('align_corners'),
