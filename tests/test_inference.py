@@ -54,7 +54,8 @@ def test_benchmark_reports_every_system(tmp_path):
                    '--config', osp.join(REPO, 'configs', 'demo_street_hrnet_w18_small.py'),
                    '--size', '64', '128', '--rounds', '2', '--no-compile', '--train',
                    '--train-config', osp.join(REPO, 'configs', 'demo_street_hrnet_w18_small.py'),
-                   '--train-size', '64', '128', '--train-rounds', '1', '--json', str(out)])
+                   '--train-size', '64', '128', '--train-rounds', '1', '--profile',
+                   '--json', str(out)])
     assert 'CPU: ' in log
     res = json.loads(out.read_text())
     assert res['cpu']['model'] and isinstance(res['cpu']['flags'], list)
@@ -72,6 +73,12 @@ def test_benchmark_reports_every_system(tmp_path):
     assert {('mmseg', 'fp32', False), ('hrnet_mm', 'fp32', False), ('mmseg', 'fp32', True),
             ('hrnet_mm', 'fp32', True)} <= set(train)
     assert all(r['peak_mib'] > 0 and r['median_s'] > 0 for r in res['train'])
+    # --profile: where the time of our eager rows goes, the largest operators first
+    for prof in list(res['profiles'].values()) + list(res['train_profiles'].values()):
+        shares = [op['share'] for op in prof['ops']]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+    assert 'hrnet_mm fp32' in res['profiles'] and 'training step, hrnet_mm fp32' in \
+        res['train_profiles']
 
 
 def test_folding_leaves_norms_that_run_before_their_conv():
@@ -114,6 +121,25 @@ def test_folding_leaves_a_norm_after_an_activation():
     x = torch.randn(2, 8, 16, 16)
     with torch.no_grad():
         assert torch.equal(model(x), fast(x))
+
+
+@pytest.mark.slow
+def test_compiled_model_recompiles_once_for_new_sizes():
+    """The shape strategy: the first size compiles, the second recompiles with dynamic height
+    and width, and later sizes (odd ones too) reuse that graph."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    net = HRNet('w18_small', compat=None).eval()
+    fast = prepare_for_inference(net, compile=True)
+    graphs = []
+    with torch.no_grad():
+        for h, w in ((64, 96), (96, 128), (97, 131), (128, 160)):
+            x = torch.randn(1, 3, h, w)
+            assert (fast(x)[0] - net(x)[0]).abs().max() < 1e-3
+            graphs.append(counters['stats']['unique_graphs'])
+    assert graphs == [1, 2, 2, 2], graphs
 
 
 def test_prepared_model_refuses_training():

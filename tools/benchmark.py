@@ -228,6 +228,17 @@ def pose_systems(ref, ours, x, args):
         System('hrnet_mm', p, c, ours_at(p, c)) for p in precisions for c in compile_opts]
 
 
+def profiles(systems, x):
+    """A profile of one call of each eager hrnet_mm system."""
+    out = {}
+    for s in systems:
+        if s.name == 'hrnet_mm' and not s.compiled:
+            with torch.no_grad():
+                out[s.label] = profile(lambda: s.run(x))
+            report_profile(s.label, out[s.label])
+    return out
+
+
 def measure(systems, x, rounds, task):
     for s in systems:
         print(f'  starting {s.label} ...', flush=True)
@@ -319,45 +330,84 @@ def train_probe(args):
 
 def train_rows(args):
     import subprocess
-    systems = [('mmseg', 'fp32', False), ('hrnet_mm', 'fp32', False)]
+    # (side, precision, with_cp, compiled)
+    systems = [('mmseg', 'fp32', False, False), ('hrnet_mm', 'fp32', False, False)]
     from hrnet_mm.inference import native_bf16
-    if 'bf16' in args.precisions and native_bf16(torch.device('cpu')):
-        systems.append(('hrnet_mm', 'bf16', False))
-    systems += [('mmseg', 'fp32', True), ('hrnet_mm', 'fp32', True)]
+    best = 'bf16' if 'bf16' in args.precisions and native_bf16(torch.device('cpu')) else 'fp32'
+    if best == 'bf16':
+        systems.append(('hrnet_mm', 'bf16', False, False))
+    if args.train_compiled:
+        systems.append(('hrnet_mm', best, False, True))
+    systems += [('mmseg', 'fp32', True, False), ('hrnet_mm', 'fp32', True, False)]
     data = train_batch(args.train_size, args.train_batch)
     runs = []
-    for side, precision, with_cp in systems:
-        print(f'  starting training: {side} {precision}{" with_cp" if with_cp else ""} ...',
-              flush=True)
+    for side, precision, with_cp, compiled in systems:
+        print(f'  starting training: {side} {precision}{" with_cp" if with_cp else ""}'
+              f'{" compiled" if compiled else ""} ...', flush=True)
+        t = time.perf_counter()
         model, wrapper = train_model(side, args.train_config, precision, with_cp)
-        model.train_step(data, wrapper)  # warm-up
-        runs.append((side, precision, with_cp, model, wrapper, []))
+        if compiled:  # the model's forward and loss; backward through AOTAutograd
+            model.loss = torch.compile(model.loss)
+        model.train_step(data, wrapper)  # warm-up (and compilation)
+        runs.append((side, precision, with_cp, compiled, time.perf_counter() - t, model,
+                     wrapper, []))
     for r in range(args.train_rounds):
         for i in range(len(runs)):
-            side, precision, with_cp, model, wrapper, times = runs[(i + r) % len(runs)]
+            model, wrapper, times = runs[(i + r) % len(runs)][-3:]
             t = time.perf_counter()
             model.train_step(data, wrapper)
             times.append(time.perf_counter() - t)
+    if args.profile:
+        for side, precision, with_cp, compiled, _, model, wrapper, _ in runs:
+            if side == 'hrnet_mm' and not (with_cp or compiled):
+                label = f'training step, hrnet_mm {precision}'
+                args.train_profiles[label] = profile(lambda: model.train_step(data, wrapper))
+                report_profile(label, args.train_profiles[label])
     rows = []
-    for side, precision, with_cp, model, wrapper, times in runs:
-        cmd = [sys.executable, __file__, '--train-probe', f'{side},{precision},{int(with_cp)}',
-               '--train-config', args.train_config, '--train-size', *map(str, args.train_size),
-               '--train-batch', str(args.train_batch), '--threads', str(args.threads)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        peak = json.loads(out.strip().splitlines()[-1])['peak_bytes'] / 2 ** 20
-        rows.append(dict(name=side, precision=precision, with_cp=with_cp,
-                         median_s=statistics.median(times), min_s=min(times), peak_mib=peak))
+    for side, precision, with_cp, compiled, startup, model, wrapper, times in runs:
+        peak = None  # (a compiled step's memory is not probed: it would compile again)
+        if not compiled:
+            cmd = [sys.executable, __file__, '--train-probe', f'{side},{precision},{int(with_cp)}',
+                   '--train-config', args.train_config, '--train-size',
+                   *map(str, args.train_size), '--train-batch', str(args.train_batch),
+                   '--threads', str(args.threads)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            peak = json.loads(out.strip().splitlines()[-1])['peak_bytes'] / 2 ** 20
+        rows.append(dict(name=side, precision=precision, with_cp=with_cp, compiled=compiled,
+                         median_s=statistics.median(times), min_s=min(times),
+                         startup_s=startup, peak_mib=peak))
     return rows
 
 
 def report_train(title, rows):
     base = rows[0]['median_s']
     print(f'\n{title}')
-    print(f"{'system':34}{'median s':>10}{'min s':>9}{'vs mmseg':>11}{'peak MiB':>11}")
+    print(f"{'system':34}{'median s':>10}{'min s':>9}{'vs mmseg':>11}{'start-up s':>12}"
+          f"{'peak MiB':>11}")
     for r in rows:
-        label = f"{r['name']} {r['precision']}{' with_cp' if r['with_cp'] else ''}"
+        label = (f"{r['name']} {r['precision']}{' with_cp' if r['with_cp'] else ''}"
+                 f"{' compiled' if r['compiled'] else ''}")
+        peak = '-' if r['peak_mib'] is None else f"{r['peak_mib']:.0f}"
         print(f"{label:34}{r['median_s']:10.3f}{r['min_s']:9.3f}{base / r['median_s']:10.2f}x"
-              f"{r['peak_mib']:11.0f}")
+              f"{r['startup_s']:12.1f}{peak:>11}")
+
+
+def profile(fn, top=8):
+    """Where one call's time goes: the operators with the largest self CPU time, as shares."""
+    with torch.profiler.profile() as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return dict(total_ms=total / 1e3, ops=[dict(op=e.key, self_ms=e.self_cpu_time_total / 1e3,
+                                                 share=e.self_cpu_time_total / total,
+                                                 calls=e.count) for e in ranked])
+
+
+def report_profile(title, prof):
+    print(f"\nprofile: {title} ({prof['total_ms']:.0f} ms of self CPU time)")
+    for op in prof['ops']:
+        print(f"  {op['op']:42}{op['self_ms']:9.0f} ms{100 * op['share']:6.1f}%  x{op['calls']}")
 
 
 def report(title, rows):
@@ -397,6 +447,10 @@ def main():
     parser.add_argument('--train-size', type=int, nargs=2, default=[512, 1024])
     parser.add_argument('--train-batch', type=int, default=2)
     parser.add_argument('--train-rounds', type=int, default=5)
+    parser.add_argument('--train-compiled', action='store_true',
+                        help='also a compiled training step (minutes of compilation)')
+    parser.add_argument('--profile', action='store_true',
+                        help="print where the time of our eager rows goes (torch.profiler)")
     parser.add_argument('--train-probe', help=argparse.SUPPRESS)  # internal: memory child
     parser.add_argument('--json', help='write the figures here')
     args = parser.parse_args()
@@ -421,10 +475,14 @@ def main():
         x = scene(args.size)
         ref, ours = seg_pair(args.config, args.checkpoint, x)
         with tempfile.TemporaryDirectory() as tmp:
-            rows = measure(seg_systems(ref, ours, x, args, tmp), x, args.rounds, 'seg')
-        result.update(config=osp.relpath(args.config, REPO), size=args.size, systems=rows)
-        report(f'{osp.basename(args.config)}, whole model, 1x3x{args.size[0]}x{args.size[1]}, '
-               f'{args.rounds} rounds', rows)
+            systems = seg_systems(ref, ours, x, args, tmp)
+            rows = measure(systems, x, args.rounds, 'seg')
+            result.update(config=osp.relpath(args.config, REPO), size=args.size, systems=rows)
+            report(f'{osp.basename(args.config)}, whole model, 1x3x{args.size[0]}x'
+                   f'{args.size[1]}, {args.rounds} rounds', rows)
+            if args.profile:
+                result['profiles'] = profiles(systems, x)
+            del systems
         del ref, ours
     if args.pose:
         x = torch.cat([scene((256, 192), seed=i) for i in range(args.pose_batch)])
@@ -434,8 +492,11 @@ def main():
                               batch=args.pose_batch, systems=rows)
         report(f'pose HRNet-W32, 256x192, batch {args.pose_batch}', rows)
     if args.train:
+        args.train_profiles = {}
         rows = train_rows(args)
         result['train'] = rows
+        if args.profile:
+            result['train_profiles'] = args.train_profiles
         result['train_setup'] = dict(config=osp.relpath(args.train_config, REPO),
                                      size=args.train_size, batch=args.train_batch)
         report_train(f'training step, {osp.basename(args.train_config)}, batch '
