@@ -392,6 +392,44 @@ def report_train(title, rows):
               f"{r['startup_s']:12.1f}{peak:>11}")
 
 
+# --- batch norms ----------------------------------------------------------------------------
+
+def norm_rows(args):
+    """Training forward + backward of one batch norm on a channels-last tensor: torch's kernel
+    against hrnet_mm's wide view, per stream of W18/W30/W40 (2 images, 512x1024 input)."""
+    from hrnet_mm.models import norms
+    rows = []
+    for channels, stride in ((18, 4), (36, 8), (72, 16), (30, 4), (60, 8), (40, 4), (48, 4)):
+        h, w = args.train_size[0] // stride, args.train_size[1] // stride
+        for precision in args.precisions:
+            dtype = torch.float32 if precision == 'fp32' else torch.bfloat16
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(args.train_batch, channels, h, w, generator=g).to(dtype)
+            x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+            dy = torch.randn(x.shape, generator=g).to(dtype)
+            dy = dy.contiguous(memory_format=torch.channels_last)
+            calls = dict(torch=lambda m, t: m(t), wide=norms.batch_norm_forward)
+            norm = torch.nn.BatchNorm2d(channels).train()
+            times = {k: [] for k in calls}
+            for r in range(args.rounds * 3 + 2):
+                for name in (list(calls) if r % 2 else list(calls)[::-1]):
+                    t = time.perf_counter()
+                    calls[name](norm, x).backward(dy)
+                    times[name].append(time.perf_counter() - t)
+            med = {k: statistics.median(v[2:]) for k, v in times.items()}
+            rows.append(dict(channels=channels, size=[args.train_batch, h, w], precision=precision,
+                             torch_ms=1e3 * med['torch'], wide_ms=1e3 * med['wide'],
+                             used=norms.applies(norm, x.detach())))
+    print(f'\nbatch norm, training forward + backward, channels-last, batch {args.train_batch}')
+    print(f"{'channels':>9}{'H x W':>11}{'precision':>10}{'torch ms':>10}{'wide ms':>9}"
+          f"{'speed-up':>10}{'used':>6}")
+    for r in rows:
+        print(f"{r['channels']:9}{r['size'][1]:6}x{r['size'][2]:<4}{r['precision']:>10}"
+              f"{r['torch_ms']:10.2f}{r['wide_ms']:9.2f}{r['torch_ms'] / r['wide_ms']:9.2f}x"
+              f"{'yes' if r['used'] else 'no':>6}")
+    return rows
+
+
 def profile(fn, top=8):
     """Where one call's time goes: the operators with the largest self CPU time, as shares."""
     with torch.profiler.profile() as prof:
@@ -449,6 +487,9 @@ def main():
     parser.add_argument('--train-rounds', type=int, default=5)
     parser.add_argument('--train-compiled', action='store_true',
                         help='also a compiled training step (minutes of compilation)')
+    parser.add_argument('--norms', action='store_true',
+                        help="also time the channels-last training batch norm (torch's "
+                        "kernel against hrnet_mm's wide view) at the training size")
     parser.add_argument('--profile', action='store_true',
                         help="print where the time of our eager rows goes (torch.profiler)")
     parser.add_argument('--train-probe', help=argparse.SUPPRESS)  # internal: memory child
@@ -501,6 +542,8 @@ def main():
                                      size=args.train_size, batch=args.train_batch)
         report_train(f'training step, {osp.basename(args.train_config)}, batch '
                      f'{args.train_batch}, {args.train_size[0]}x{args.train_size[1]}', rows)
+    if args.norms:
+        result['norms'] = norm_rows(args)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)

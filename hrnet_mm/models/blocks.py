@@ -13,6 +13,8 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 
+from . import norms
+
 
 class _ResidualBlock(BaseModule):
     """Shared forward of both residual units: ``relu(body(x) + shortcut(x))``.
@@ -68,11 +70,11 @@ class _ResidualBlock(BaseModule):
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         for k in range(1, self.depth + 1):
-            out = self.norm(k)(getattr(self, f'conv{k}')(out))
+            out = norms.run(self.norm(k), getattr(self, f'conv{k}')(out))
             if k < self.depth:
                 out = self.relu(out)
         # In place: the norm's output is ours and its backward does not need it.
-        out += self.downsample(x)
+        out += norms.run(self.downsample, x)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

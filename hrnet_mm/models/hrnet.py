@@ -22,6 +22,7 @@ from mmengine.registry import DefaultScope
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 
 from ..registry import MODELS
+from . import norms
 from .blocks import BLOCKS, _ResidualBlock, make_res_layer
 from .layout import CheckpointMismatchError, describe_checkpoint, match_preset
 
@@ -351,7 +352,7 @@ class HRModule(BaseModule):
             # does not need it); never into x[i] itself, which the other rows still read.
             y, owned = None, False
             for j, layer in enumerate(row):
-                z = layer(x[j])
+                z = norms.run(layer, x[j])
                 if j > i:
                     z = self._upsample(z, 2 ** (j - i), x[i].shape[-2:])
                 if y is None:
@@ -699,12 +700,12 @@ class HRNet(BaseModule):
         self._check_input(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.relu(self.norm1(self.conv1(x)))
-        x = self.relu(self.norm2(self.conv2(x)))
+        x = self.relu(norms.run(self.norm1, self.conv1(x)))
+        x = self.relu(norms.run(self.norm2, self.conv2(x)))
         feats = [self.layer1(x)]
         for s in (2, 3, 4):
             transition = getattr(self, f'transition{s - 1}')
-            feats = [t(feats[i] if i < len(feats) else feats[-1])
+            feats = [norms.run(t, feats[i] if i < len(feats) else feats[-1])
                      for i, t in enumerate(transition)]
             feats = getattr(self, f'stage{s}')(feats)
         return tuple(feats)
