@@ -9,10 +9,19 @@ What is exported is the network, tensor in, tensor(s) out, with dynamic height a
 * det: the normalised image -> the neck's feature pyramid (``extract_feat``); the detection
   heads (anchors, NMS, RoI ops) stay in PyTorch.
 
-:class:`Runtime` runs an exported model with ONNX Runtime or OpenVINO at a precision;
-``DeployedSegmentor`` (``type='hrnet_mm.DeployedSegmentor'``) is an mmseg segmentor whose
-network is such a runtime, so mmseg's test loop, datasets and metrics evaluate it.
-``tools/deploy.py`` is the command line. onnxruntime and openvino are optional
+:class:`Runtime` runs an exported model with ONNX Runtime or OpenVINO at a precision.
+So that each toolbox's own test loop, datasets and metrics evaluate an exported model:
+
+* ``DeployedSegmentor`` (``type='hrnet_mm.DeployedSegmentor'``) is an mmseg segmentor whose
+  network is such a runtime;
+* :class:`ExportedNetwork` (``type='hrnet_mm.ExportedNetwork'``) stands where the exported
+  part stood in an mmpose or mmdet model: the backbone of a ``TopdownPoseEstimator`` whose
+  heatmap head keeps only its decoding (mmpose's flip test and codec run as configured), or
+  the backbone of a detector without its neck, whose heads (in PyTorch) load their weights
+  from the checkpoint ``tools/deploy.py export`` writes beside the model.
+
+``tools/deploy.py`` is the command line: ``export`` writes such a config for every runtime,
+``test`` runs it. onnxruntime and openvino are optional
 (``pip install .[deploy]``).
 """
 import os.path as osp
@@ -21,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+from mmengine.model import BaseModule
 
 from .registry import MODELS
 
@@ -126,6 +136,27 @@ class Runtime:
             result = self._request.infer({0: array})
             outs = [result[o] for o in self._compiled.outputs]
         return [torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in outs]
+
+
+@MODELS.register_module()
+class ExportedNetwork(BaseModule):
+    """An exported network as a toolbox module: the image batch in, the runtime's outputs as a
+    tuple (pose: the heatmaps; det: the feature pyramid) out.
+
+    Args:
+        backend (str): ``'onnxruntime'`` or ``'openvino'``.
+        model_file (str): the exported model.
+        precision (str): ``'fp32'`` or ``'bf16'`` (OpenVINO).
+        threads (int, optional): the runtime's intra-op threads.
+    """
+
+    def __init__(self, backend: str, model_file: str, precision: str = 'fp32',
+                 threads: Optional[int] = None, init_cfg=None):
+        super().__init__(init_cfg)
+        self.runtime = Runtime(backend, model_file, precision, threads)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tuple(t.to(x.device) for t in self.runtime(x))
 
 
 def agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor],

@@ -74,3 +74,43 @@ def street_data(tmp_path_factory):
     root = tmp_path_factory.mktemp('street')
     make_dataset(str(root), num_train=8, num_val=4, size=(128, 256), seed=1)
     return str(root)
+
+
+def coco_options(root):
+    """``--cfg-options`` pointing a pose/det test config at generated COCO-format data."""
+    ann = osp.join(root, 'annotations', 'val.json')
+    return ['--cfg-options'] + [f'{s}_dataloader.dataset.data_root={root}/'
+                                for s in ('train', 'val', 'test')] + [
+        f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+
+
+@pytest.fixture(scope='session')
+def coco(tmp_path_factory):
+    from .coco_data import make_coco
+    return make_coco(str(tmp_path_factory.mktemp('coco')))
+
+
+def _train_then_test(package, config, root, work):
+    """``mim train`` a test config, then ``mim test`` the checkpoint it wrote:
+    ``(config, checkpoint, test log)``."""
+    config = osp.join(REPO, 'tests', 'configs', config)
+    run_cli(['mim', 'train', package, config, '--work-dir', osp.join(work, 'train')]
+            + coco_options(root))
+    with open(osp.join(work, 'train', 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    log = run_cli(['mim', 'test', package, config, '--checkpoint', checkpoint,
+                   '--work-dir', osp.join(work, 'test')] + coco_options(root))
+    return config, checkpoint, log
+
+
+@pytest.fixture(scope='session')
+def trained_pose(coco, tmp_path_factory):
+    """tests/configs/pose_tiny.py trained 2 epochs and tested with mmpose's CocoMetric."""
+    return _train_then_test('mmpose', 'pose_tiny.py', coco,
+                            str(tmp_path_factory.mktemp('pose')))
+
+
+@pytest.fixture(scope='session')
+def trained_det(coco, tmp_path_factory):
+    """tests/configs/det_tiny.py trained 1 epoch and tested with mmdet's CocoMetric."""
+    return _train_then_test('mmdet', 'det_tiny.py', coco, str(tmp_path_factory.mktemp('det')))

@@ -5,10 +5,11 @@ import os.path as osp
 import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, coco_options, run_cli
 
 DEPLOY = [sys.executable, osp.join(REPO, 'tools', 'deploy.py')]
 
@@ -52,6 +53,63 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_
                             f"test_evaluator.1.output_dir={tmp_path / 'cs'}"])
     miou_onnx = float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
     assert abs(miou_onnx - miou_torch) <= 0.2, (miou_onnx, miou_torch)
+
+
+def metric(log, name):
+    found = re.findall(rf'coco/{name}: (-?[0-9.]+)', log)
+    assert found, log[-3000:]
+    return float(found[-1])
+
+
+def predictions(path, key):
+    import mmengine
+    return [np.asarray(sample['pred_instances'][key]) for sample in mmengine.load(path)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task, metrics', [('pose', ['AP', 'AR']),
+                                           ('det', ['bbox_mAP', 'segm_mAP'])])
+def test_pose_and_det_exports_evaluate_with_the_toolbox_metric(task, metrics, coco, tmp_path,
+                                                               request):
+    """The trained pose / det test model exported, then evaluated by mmpose's / mmdet's own
+    test loop and CocoMetric (pose: flip test and codec as configured; det: heads in PyTorch
+    with the checkpoint's weights): the same scores and the same predictions as the PyTorch
+    model under mim test."""
+    cfg, ckpt, torch_log = request.getfixturevalue(f'trained_{task}')
+    package, dump = ('mmpose', '--dump') if task == 'pose' else ('mmdet', '--out')
+    options = coco_options(coco)
+    if task == 'pose':  # mmpose's test.py makes test_evaluator a list before the options
+        options = [o.replace('test_evaluator.', 'test_evaluator.0.') for o in options]
+    run_cli(['mim', 'test', package, cfg, '--checkpoint', ckpt, dump, str(tmp_path / 'torch.pkl'),
+             '--work-dir', str(tmp_path / 'torch')] + options)
+    out_dir = str(tmp_path / 'deploy')
+    run_cli(DEPLOY + ['export', cfg, ckpt, '--out-dir', out_dir])
+    deploy_cfg = osp.join(out_dir, 'deploy_onnxruntime.py')
+    assert osp.exists(deploy_cfg)
+    log = run_cli(DEPLOY + ['test', deploy_cfg, '--work-dir', str(tmp_path / 'test'),
+                            '--dump', str(tmp_path / 'onnx.pkl')] + coco_options(coco))
+    for name in metrics:
+        assert abs(metric(log, name) - metric(torch_log, name)) <= 0.01, name
+    # The scores of two epochs from scratch are near 0: the predictions themselves decide.
+    if task == 'pose':
+        ref, got = (np.concatenate(predictions(tmp_path / f'{n}.pkl', 'keypoints'))
+                    for n in ('torch', 'onnx'))
+        assert ref.shape == got.shape and ref.size
+        # Heatmap peaks are the keypoint scores: equal everywhere. A barely trained network's
+        # heatmaps are flat enough for near-ties, whose location may go either way.
+        ref_s, got_s = (np.concatenate(predictions(tmp_path / f'{n}.pkl', 'keypoint_scores'))
+                        for n in ('torch', 'onnx'))
+        np.testing.assert_allclose(got_s, ref_s, rtol=1e-3, atol=1e-5)
+        close = np.linalg.norm(ref - got, axis=-1) <= 0.5  # pixels
+        assert close.mean() >= 0.95, close.mean()
+    else:
+        boxes = [predictions(tmp_path / f'{n}.pkl', 'bboxes') for n in ('torch', 'onnx')]
+        scores = [predictions(tmp_path / f'{n}.pkl', 'scores') for n in ('torch', 'onnx')]
+        assert len(boxes[0]) == len(boxes[1]) > 0
+        for (rb, gb), (rs, gs) in zip(zip(*boxes), zip(*scores)):
+            for k in np.argsort(-gs)[:5]:  # the exported model's best boxes are torch's
+                match = (np.abs(rb - gb[k]).max(1) <= 1.0) & (np.abs(rs - gs[k]) <= 1e-3)
+                assert match.any(), (gb[k], gs[k])
 
 
 @pytest.mark.slow

@@ -8,9 +8,14 @@
 
 ``export`` prints, for every image and runtime, the largest difference to PyTorch's output and
 the argmax agreement (seg: pixels, pose: keypoints), and fails when a runtime disagrees beyond
-``--tolerance``. For seg configs it writes ``deploy_<runtime>[_bf16].py``, a config whose model
-is the exported network inside mmseg's test loop (``hrnet_mm.DeployedSegmentor``). Without
-``--images`` it checks on two procedural street scenes (one of an odd size).
+``--tolerance``. For every runtime it writes ``deploy_<runtime>[_bf16].py``, a config whose
+model is the exported network inside the toolbox's test loop: seg as ``hrnet_mm.DeployedSegmentor``;
+pose as a ``TopdownPoseEstimator`` with ``hrnet_mm.ExportedNetwork`` for backbone and the
+heatmap head reduced to its decoding (flip test and codec as configured); det as the detector
+with ``hrnet_mm.ExportedNetwork`` for backbone and neck, its heads in PyTorch with their
+weights from ``heads.pth`` (written beside the model). ``test`` evaluates such a config with the
+config's dataset and the toolbox's metric. Without ``--images`` it checks on two procedural
+street scenes (one of an odd size).
 """
 import argparse
 import logging
@@ -66,7 +71,11 @@ def load_inputs(model, images, shape, task):
     batches = []
     for img in arrays:
         t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
-        batches.append(model.data_preprocessor(dict(inputs=[t]), False)['inputs'])
+        data = dict(inputs=[t])
+        if task == 'pose':  # mmpose's preprocessor records the pad shape in the samples
+            from mmpose.structures import PoseDataSample
+            data['data_samples'] = [PoseDataSample(metainfo=dict(img_shape=img.shape[:2]))]
+        batches.append(model.data_preprocessor(data, False)['inputs'])
     return batches
 
 
@@ -102,24 +111,62 @@ def export(args):
                   f'{diff:.2e} (largest |output| {scale:.2f})'
                   + (f', argmax agreement {100 * agree:.3f}%' if agree is not None else '')
                   + ('' if ok else f'  <- beyond {tol:g} relative'))
-        if task == 'seg':
-            write_deploy_config(args, cfg, backend, path, precision)
+        write_deploy_config(args, cfg, model, task, backend, path, precision)
     if failed:
         raise SystemExit('an exported model disagrees with PyTorch beyond the tolerance')
 
 
-def write_deploy_config(args, cfg, backend, path, precision):
-    head = cfg.model.decode_head
-    head = head[-1] if isinstance(head, (list, tuple)) else head
+def plain(value):
+    """A config section as plain dicts and lists (written into a config file by repr)."""
+    return value.to_dict() if hasattr(value, 'to_dict') else value
+
+
+def deployed_model(cfg, model, task, exported, out_dir):
+    """The ``model`` section of a deploy config, and what else the config must set."""
+    if task == 'seg':
+        head = cfg.model.decode_head
+        head = head[-1] if isinstance(head, (list, tuple)) else head
+        return dict(_delete_=True, type='hrnet_mm.DeployedSegmentor', **exported,
+                    num_classes=head['num_classes'],
+                    align_corners=head.get('align_corners', False),
+                    data_preprocessor=plain(cfg.model.data_preprocessor)), {}
+    if task == 'pose':
+        from mmpose.models.heads import HeatmapHead
+        if not isinstance(model.head, HeatmapHead):
+            return None, {}
+        head = plain(cfg.model.head)
+        keypoints = head['out_channels']
+        # The exported network ends with the heatmaps: the head keeps its decoding only.
+        head.update(in_channels=keypoints, deconv_out_channels=None, conv_out_channels=None,
+                    final_layer=None)
+        for key in ('deconv_kernel_sizes', 'conv_kernel_sizes', 'init_cfg'):
+            head.pop(key, None)
+        return dict(_delete_=True, type=cfg.model.type, backbone=exported, head=head,
+                    data_preprocessor=plain(cfg.model.data_preprocessor),
+                    test_cfg=plain(cfg.model.get('test_cfg') or {})), {}
+    # det: the exported network is the backbone and the neck; the heads stay in PyTorch.
+    heads = osp.join(out_dir, 'heads.pth')
+    state = {k: v for k, v in model.state_dict().items()
+             if not k.startswith(('backbone.', 'neck.'))}
+    torch.save(dict(state_dict=state), heads)
+    return dict(backbone=dict(_delete_=True, **exported), neck=None), dict(load_from=heads)
+
+
+def write_deploy_config(args, cfg, model, task, backend, path, precision):
     name = f"deploy_{backend}{'' if precision == 'fp32' else '_' + precision}.py"
-    model = dict(type='hrnet_mm.DeployedSegmentor', backend=backend,
-                 model_file=osp.abspath(path), precision=precision,
-                 num_classes=head['num_classes'],
-                 align_corners=head.get('align_corners', False),
-                 data_preprocessor=cfg.model.data_preprocessor.to_dict())
+    exported = dict(backend=backend, model_file=osp.abspath(path), precision=precision)
+    if task != 'seg':
+        exported = dict(type='hrnet_mm.ExportedNetwork', **exported)
+    section, extra = deployed_model(cfg, model, task, exported, args.out_dir)
+    if section is None:
+        print(f'  no deploy test config: {type(model.head).__name__} is not a heatmap head '
+              '(the export and its check stand)')
+        return
+    extra = dict(dict(load_from=None), **extra)
     text = (f'# The network of {args.config} exported to {backend} ({precision}); the rest is '
             f'the config.\n_base_ = {osp.abspath(args.config)!r}\n'
-            f'model = dict(_delete_=True, **{model!r})\ncustom_hooks = []\n')
+            f'model = {section!r}\ncustom_hooks = []\n'
+            + ''.join(f'{k} = {v!r}\n' for k, v in extra.items()))
     out = osp.join(args.out_dir, name)
     with open(out, 'w') as f:
         f.write(text)
@@ -134,7 +181,12 @@ def test(args):
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or osp.join('work_dirs', 'deploy_test',
                                              osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = None
+    if args.dump:  # as mmpose's test.py --dump (mmdet's --out)
+        if not args.dump.endswith(('.pkl', '.pickle')):
+            raise SystemExit(f'--dump {args.dump}: give a .pkl file')
+        metrics = cfg.test_evaluator
+        metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+        cfg.test_evaluator = metrics + [dict(type='DumpResults', out_file_path=args.dump)]
     Runner.from_cfg(cfg).test()
 
 
@@ -158,6 +210,7 @@ def main():
     t = sub.add_parser('test', help="evaluate a deploy config with the toolbox's metric")
     t.add_argument('config')
     t.add_argument('--work-dir')
+    t.add_argument('--dump', help='also write the predictions to this .pkl file')
     t.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
     sys.path.insert(0, REPO)
