@@ -53,6 +53,12 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_
                             f"test_evaluator.1.output_dir={tmp_path / 'cs'}"])
     miou_onnx = float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
     assert abs(miou_onnx - miou_torch) <= 0.2, (miou_onnx, miou_torch)
+    # and mmseg's own test tool on the deploy config
+    out = run_cli(['mim', 'test', 'mmsegmentation', deploy_cfg, '--checkpoint',
+                   osp.join(out_dir, 'torch_weights.pth'), '--work-dir', str(tmp_path / 'mim'),
+                   '--cfg-options', f'test_dataloader.dataset.data_root={street_data}',
+                   f"test_evaluator.1.output_dir={tmp_path / 'cs2'}"])
+    assert abs(float(re.findall(r'mIoU: ([0-9.]+)', out)[-1]) - miou_torch) <= 0.2
 
 
 def metric(log, name):
@@ -86,8 +92,10 @@ def test_pose_and_det_exports_evaluate_with_the_toolbox_metric(task, metrics, co
     run_cli(DEPLOY + ['export', cfg, ckpt, '--out-dir', out_dir])
     deploy_cfg = osp.join(out_dir, 'deploy_onnxruntime.py')
     assert osp.exists(deploy_cfg)
-    log = run_cli(DEPLOY + ['test', deploy_cfg, '--work-dir', str(tmp_path / 'test'),
-                            '--dump', str(tmp_path / 'onnx.pkl')] + coco_options(coco))
+    # the toolbox's own test tool, as for the PyTorch model
+    log = run_cli(['mim', 'test', package, deploy_cfg, '--checkpoint',
+                   osp.join(out_dir, 'torch_weights.pth'), dump, str(tmp_path / 'onnx.pkl'),
+                   '--work-dir', str(tmp_path / 'test')] + options)
     for name in metrics:
         assert abs(metric(log, name) - metric(torch_log, name)) <= 0.01, name
     # The scores of two epochs from scratch are near 0: the predictions themselves decide.

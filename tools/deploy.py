@@ -9,13 +9,19 @@
 ``export`` prints, for every image and runtime, the largest difference to PyTorch's output and
 the argmax agreement (seg: pixels, pose: keypoints), and fails when a runtime disagrees beyond
 ``--tolerance``. For every runtime it writes ``deploy_<runtime>[_bf16].py``, a config whose
-model is the exported network inside the toolbox's test loop: seg as ``hrnet_mm.DeployedSegmentor``;
-pose as a ``TopdownPoseEstimator`` with ``hrnet_mm.ExportedNetwork`` for backbone and the
-heatmap head reduced to its decoding (flip test and codec as configured); det as the detector
-with ``hrnet_mm.ExportedNetwork`` for backbone and neck, its heads in PyTorch with their
-weights from ``heads.pth`` (written beside the model). ``test`` evaluates such a config with the
-config's dataset and the toolbox's metric. Without ``--images`` it checks on two procedural
-street scenes (one of an odd size).
+model is the exported network inside the toolbox's test loop: seg as
+``hrnet_mm.DeployedSegmentor``; pose as a ``TopdownPoseEstimator`` with
+``hrnet_mm.ExportedNetwork`` for backbone and the heatmap head reduced to its decoding (flip
+test and codec as configured); det as the detector with ``hrnet_mm.ExportedNetwork`` for
+backbone and neck, its heads in PyTorch. Beside the model it writes ``torch_weights.pth``, the
+weights of what stays in PyTorch (det: the heads; seg and pose: none), which the deploy config
+loads. ``test`` evaluates such a config with the config's
+dataset and the toolbox's metric, and so does the toolbox's own test tool:
+
+    mim test mmsegmentation work_dirs/deploy/w48/deploy_onnxruntime.py \\
+        --checkpoint work_dirs/deploy/w48/torch_weights.pth
+
+Without ``--images`` it checks on two procedural street scenes (one of an odd size).
 """
 import argparse
 import logging
@@ -145,11 +151,19 @@ def deployed_model(cfg, model, task, exported, out_dir):
                     data_preprocessor=plain(cfg.model.data_preprocessor),
                     test_cfg=plain(cfg.model.get('test_cfg') or {})), {}
     # det: the exported network is the backbone and the neck; the heads stay in PyTorch.
-    heads = osp.join(out_dir, 'heads.pth')
-    state = {k: v for k, v in model.state_dict().items()
-             if not k.startswith(('backbone.', 'neck.'))}
-    torch.save(dict(state_dict=state), heads)
-    return dict(backbone=dict(_delete_=True, **exported), neck=None), dict(load_from=heads)
+    return dict(backbone=dict(_delete_=True, **exported), neck=None), {}
+
+
+def save_torch_weights(model, task, out_dir):
+    """The weights of what stays in PyTorch (det: the heads; seg, pose: none), as a checkpoint
+    that the deploy config loads and that ``mim test --checkpoint`` accepts."""
+    state = {}
+    if task == 'det':
+        state = {k: v for k, v in model.state_dict().items()
+                 if not k.startswith(('backbone.', 'neck.'))}
+    path = osp.join(out_dir, 'torch_weights.pth')
+    torch.save(dict(state_dict=state), path)
+    return path
 
 
 def write_deploy_config(args, cfg, model, task, backend, path, precision):
@@ -162,7 +176,8 @@ def write_deploy_config(args, cfg, model, task, backend, path, precision):
         print(f'  no deploy test config: {type(model.head).__name__} is not a heatmap head '
               '(the export and its check stand)')
         return
-    extra = dict(dict(load_from=None), **extra)
+    extra = dict(dict(load_from=osp.abspath(save_torch_weights(model, task, args.out_dir))),
+                 **extra)
     text = (f'# The network of {args.config} exported to {backend} ({precision}); the rest is '
             f'the config.\n_base_ = {osp.abspath(args.config)!r}\n'
             f'model = {section!r}\ncustom_hooks = []\n'
