@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.model import revert_sync_batchnorm
 
 from hrnet_mm import HRNet
 from hrnet_mm.models import norms
@@ -121,6 +122,8 @@ def test_steps_aside_where_it_does_not_apply():
 
     assert not norms.applies(Custom(c), x)
     assert norms.applies(nn.SyncBatchNorm(c), x)  # not distributed: a plain batch norm
+    # what mmengine's Runner makes of a SyncBN config when it does not train distributed
+    assert norms.applies(revert_sync_batchnorm(nn.SyncBatchNorm(c)), x)
 
     seen = []
     norm.register_forward_hook(lambda m, i, o: seen.append(o))
