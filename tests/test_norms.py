@@ -94,7 +94,8 @@ def test_bfloat16_error_is_that_of_torch_batch_norm(c):
         assert m.weight.grad.dtype == torch.float32
         errors[name] = [(y.double() - y_ref).abs().mean() / y_ref.abs().mean(),
                         (g.double() - g_ref).abs().mean() / g_ref.abs().mean(),
-                        rel(m.weight.grad, exact.weight.grad), rel(m.running_var, exact.running_var)]
+                        rel(m.weight.grad, exact.weight.grad),
+                        rel(m.running_var, exact.running_var)]
     # The wide view rounds the input gradient twice (a * dy + d, then + b * x): at most twice
     # torch's error, which rounds once; the rest is float32 arithmetic.
     torch_err, wide_err = errors['torch'], errors['wide']

@@ -397,7 +397,8 @@ def report_train(title, rows):
 
 def norm_rows(args):
     """Training forward + backward of one batch norm on a channels-last tensor: torch's kernel
-    against hrnet_mm's wide view, per stream of W18/W30/W40 (2 images, 512x1024 input)."""
+    against hrnet_mm's wide view, per stream of W18/W30/W40 (2 images, 512x1024 input); and,
+    for reference, torch's kernel on a contiguous tensor of the same values."""
     from hrnet_mm.models import norms
     rows = []
     for channels, stride in ((18, 4), (36, 8), (72, 16), (30, 4), (60, 8), (40, 4), (48, 4)):
@@ -409,25 +410,30 @@ def norm_rows(args):
             x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
             dy = torch.randn(x.shape, generator=g).to(dtype)
             dy = dy.contiguous(memory_format=torch.channels_last)
-            calls = dict(torch=lambda m, t: m(t), wide=norms.batch_norm_forward)
+            xc = x.detach().contiguous().requires_grad_()
+            calls = dict(torch=(lambda m: m(x), dy),
+                         wide=(lambda m: norms.batch_norm_forward(m, x), dy),
+                         contiguous=(lambda m: m(xc), dy.contiguous()))
             norm = torch.nn.BatchNorm2d(channels).train()
             times = {k: [] for k in calls}
             for r in range(args.rounds * 3 + 2):
-                for name in (list(calls) if r % 2 else list(calls)[::-1]):
+                for name in list(calls)[r % 3:] + list(calls)[:r % 3]:
+                    forward, grad = calls[name]
                     t = time.perf_counter()
-                    calls[name](norm, x).backward(dy)
+                    forward(norm).backward(grad)
                     times[name].append(time.perf_counter() - t)
             med = {k: statistics.median(v[2:]) for k, v in times.items()}
             rows.append(dict(channels=channels, size=[args.train_batch, h, w], precision=precision,
                              torch_ms=1e3 * med['torch'], wide_ms=1e3 * med['wide'],
+                             contiguous_ms=1e3 * med['contiguous'],
                              used=norms.applies(norm, x.detach())))
     print(f'\nbatch norm, training forward + backward, channels-last, batch {args.train_batch}')
     print(f"{'channels':>9}{'H x W':>11}{'precision':>10}{'torch ms':>10}{'wide ms':>9}"
-          f"{'speed-up':>10}{'used':>6}")
+          f"{'speed-up':>10}{'used':>6}{'contiguous ms':>15}")
     for r in rows:
         print(f"{r['channels']:9}{r['size'][1]:6}x{r['size'][2]:<4}{r['precision']:>10}"
               f"{r['torch_ms']:10.2f}{r['wide_ms']:9.2f}{r['torch_ms'] / r['wide_ms']:9.2f}x"
-              f"{'yes' if r['used'] else 'no':>6}")
+              f"{'yes' if r['used'] else 'no':>6}{r['contiguous_ms']:15.2f}")
     return rows
 
 
