@@ -116,6 +116,8 @@ def test_steps_aside_where_it_does_not_apply():
     assert not norms.applies(norm, batch(c, 8, 8)[0])              # too small to pay off
     assert not norms.applies(norm, x.double())
     assert not norms.applies(nn.GroupNorm(2, c), x)
+    with pytest.raises(ValueError, match='expected 2D or 3D input'):  # torch's own error
+        norms.run(nn.BatchNorm1d(c), x)
 
     class Custom(nn.BatchNorm2d):
         def forward(self, x):

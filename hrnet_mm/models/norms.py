@@ -3,8 +3,8 @@ multiple of 16.
 
 PyTorch's CPU batch-norm kernels for channels-last tensors vectorise over channels, 16 at a time,
 and handle the rest one channel at a time; HRNet-W18's 18- and 36-channel streams (also W30's,
-W40's, W44's) fall almost entirely in that remainder and train 3-7x slower than their
-contiguous twins (measured by ``tools/benchmark.py --norms``). Reading the same memory as a
+W40's, W44's) fall almost entirely in that remainder and train 2-5x slower than on contiguous
+tensors (measured by ``tools/benchmark.py --norms``). Reading the same memory as a
 ``k``-times wider tensor (``k * C`` a multiple of 16: ``k`` consecutive pixels side by side)
 gives the kernels full vectors; per-channel statistics are then combined from the ``k``
 groups, exactly as the pooled mean and variance of the whole batch.
@@ -83,6 +83,7 @@ def run(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def batch_norm_forward(module: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """``_BatchNorm.forward`` in training mode, through :class:`_WideBatchNorm`."""
+    module._check_input_dim(x)  # the module's own error for a wrong rank (BatchNorm1d, ...)
     factor = 0.0 if module.momentum is None else module.momentum
     if module.track_running_stats and module.num_batches_tracked is not None:
         module.num_batches_tracked.add_(1)
