@@ -102,6 +102,7 @@ def export(args):
         if native_bf16(torch.device('cpu')):
             runtimes.append(('openvino', xml, 'bf16'))
     net = network(model, task)
+    torch_weights = save_torch_weights(model, task, args.out_dir)
     failed = False
     for backend, path, precision in runtimes:
         runtime = Runtime(backend, path, precision)
@@ -117,7 +118,7 @@ def export(args):
                   f'{diff:.2e} (largest |output| {scale:.2f})'
                   + (f', argmax agreement {100 * agree:.3f}%' if agree is not None else '')
                   + ('' if ok else f'  <- beyond {tol:g} relative'))
-        write_deploy_config(args, cfg, model, task, backend, path, precision)
+        write_deploy_config(args, cfg, model, task, backend, path, precision, torch_weights)
     if failed:
         raise SystemExit('an exported model disagrees with PyTorch beyond the tolerance')
 
@@ -127,19 +128,19 @@ def plain(value):
     return value.to_dict() if hasattr(value, 'to_dict') else value
 
 
-def deployed_model(cfg, model, task, exported, out_dir):
-    """The ``model`` section of a deploy config, and what else the config must set."""
+def deployed_model(cfg, model, task, exported):
+    """The ``model`` section of a deploy config (None: no test config for this model)."""
     if task == 'seg':
         head = cfg.model.decode_head
         head = head[-1] if isinstance(head, (list, tuple)) else head
         return dict(_delete_=True, type='hrnet_mm.DeployedSegmentor', **exported,
                     num_classes=head['num_classes'],
                     align_corners=head.get('align_corners', False),
-                    data_preprocessor=plain(cfg.model.data_preprocessor)), {}
+                    data_preprocessor=plain(cfg.model.data_preprocessor))
     if task == 'pose':
         from mmpose.models.heads import HeatmapHead
         if not isinstance(model.head, HeatmapHead):
-            return None, {}
+            return None
         head = plain(cfg.model.head)
         keypoints = head['out_channels']
         # The exported network ends with the heatmaps: the head keeps its decoding only.
@@ -149,9 +150,9 @@ def deployed_model(cfg, model, task, exported, out_dir):
             head.pop(key, None)
         return dict(_delete_=True, type=cfg.model.type, backbone=exported, head=head,
                     data_preprocessor=plain(cfg.model.data_preprocessor),
-                    test_cfg=plain(cfg.model.get('test_cfg') or {})), {}
+                    test_cfg=plain(cfg.model.get('test_cfg') or {}))
     # det: the exported network is the backbone and the neck; the heads stay in PyTorch.
-    return dict(backbone=dict(_delete_=True, **exported), neck=None), {}
+    return dict(backbone=dict(_delete_=True, **exported), neck=None)
 
 
 def save_torch_weights(model, task, out_dir):
@@ -166,22 +167,20 @@ def save_torch_weights(model, task, out_dir):
     return path
 
 
-def write_deploy_config(args, cfg, model, task, backend, path, precision):
+def write_deploy_config(args, cfg, model, task, backend, path, precision, torch_weights):
     name = f"deploy_{backend}{'' if precision == 'fp32' else '_' + precision}.py"
     exported = dict(backend=backend, model_file=osp.abspath(path), precision=precision)
     if task != 'seg':
         exported = dict(type='hrnet_mm.ExportedNetwork', **exported)
-    section, extra = deployed_model(cfg, model, task, exported, args.out_dir)
+    section = deployed_model(cfg, model, task, exported)
     if section is None:
         print(f'  no deploy test config: {type(model.head).__name__} is not a heatmap head '
               '(the export and its check stand)')
         return
-    extra = dict(dict(load_from=osp.abspath(save_torch_weights(model, task, args.out_dir))),
-                 **extra)
     text = (f'# The network of {args.config} exported to {backend} ({precision}); the rest is '
             f'the config.\n_base_ = {osp.abspath(args.config)!r}\n'
             f'model = {section!r}\ncustom_hooks = []\n'
-            + ''.join(f'{k} = {v!r}\n' for k, v in extra.items()))
+            f'load_from = {osp.abspath(torch_weights)!r}\n')
     out = osp.join(args.out_dir, name)
     with open(out, 'w') as f:
         f.write(text)
