@@ -10,3 +10,6 @@ model = dict(
         extra=None,  # the preset replaces mmpose's spelled-out stages; init_cfg is kept
         upsample_mode='nearest',
         multiscale_output=False))
+# mmpose's own SyncBuffersHook, and on CPU freed memory kept in the process, so training steps
+# do not page-fault their activations in again (the process keeps its peak heap).
+custom_hooks = [dict(type='SyncBuffersHook'), dict(type='hrnet_mm.KeepFreedMemoryHook')]

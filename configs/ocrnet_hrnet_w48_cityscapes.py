@@ -38,4 +38,7 @@ model = dict(
             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     ])
 # (and so does the test-time copy: folded, float32, weights left in the default layout)
-custom_hooks = [dict(type='hrnet_mm.FastInferenceHook', channels_last=False)]
+custom_hooks = [
+    dict(type='hrnet_mm.FastInferenceHook', channels_last=False),
+    dict(type='hrnet_mm.KeepFreedMemoryHook'),
+]

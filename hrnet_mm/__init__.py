@@ -10,6 +10,7 @@ from .models import (ARCH_ZOO, TOOLBOX_DEFAULTS, CheckpointMismatchError, HRModu
                      HRNetConcatNeck, HRNetConfigError, HRNetPyramidNeck, resize_concat)
 from .amp import MixedPrecisionOptimWrapper
 from .inference import FastInferenceHook, fold_batch_norms, prepare_for_inference
+from .memory import KeepFreedMemoryHook, keep_freed_memory
 from .registry import HOOKS, MODELS, OPTIM_WRAPPERS
 
 __version__ = '0.1.0'
@@ -22,8 +23,7 @@ register_checkpoint_loader()
 enable_cpu_distributed()
 
 __all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'FastInferenceHook', 'HOOKS', 'HRModule',
-           'HRNet', 'HRNetConcatNeck', 'HRNetConfigError', 'HRNetPyramidNeck', 'MODELS',
-           'MixedPrecisionOptimWrapper', 'OPTIM_WRAPPERS',
-           'TOOLBOX_DEFAULTS', 'fold_batch_norms', 'register_checkpoint_loader',
-           'prepare_for_inference',
-           'resize_concat', '__version__']
+           'HRNet', 'HRNetConcatNeck', 'HRNetConfigError', 'HRNetPyramidNeck',
+           'KeepFreedMemoryHook', 'MODELS', 'MixedPrecisionOptimWrapper', 'OPTIM_WRAPPERS',
+           'TOOLBOX_DEFAULTS', 'fold_batch_norms', 'keep_freed_memory',
+           'register_checkpoint_loader', 'prepare_for_inference', 'resize_concat', '__version__']

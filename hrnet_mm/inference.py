@@ -20,7 +20,6 @@ was (a deep copy: the weights are held twice while both live):
 that hold the trained model's parameters (EMA) are not disturbed.
 """
 import copy
-import ctypes
 import functools
 import types
 from typing import Callable, List, Optional, Tuple
@@ -31,6 +30,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .memory import keep_freed_memory
 from .registry import HOOKS
 
 PRECISIONS = ('fp32', 'bf16', 'auto')
@@ -191,36 +191,6 @@ def _refuse_train(self, mode: bool = True):
     return nn.Module.train(self, False)
 
 
-# --- memory ------------------------------------------------------------------------------------
-
-_KEEPING_FREED_MEMORY = False
-
-
-def keep_freed_memory() -> bool:
-    """glibc: keep freed blocks in the process instead of returning them to the kernel.
-
-    By default glibc serves blocks over a few MiB with mmap and unmaps them when freed, so
-    every forward page-faults its large activations in again (kernel time, zeroed pages). This
-    raises glibc's mmap and trim thresholds, as ``MALLOC_MMAP_THRESHOLD_=1073741824
-    MALLOC_TRIM_THRESHOLD_=2147483647`` would: the cost is that the process keeps its peak
-    heap (it does not grow beyond the largest working set it has had, but it is not returned to
-    the system until the process ends). Process-wide; a no-op off glibc. Returns whether it
-    applies.
-    """
-    global _KEEPING_FREED_MEMORY
-    if _KEEPING_FREED_MEMORY:
-        return True
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = bool(libc.mallopt(m_mmap_threshold, 1 << 30)
-                  and libc.mallopt(m_trim_threshold, 2 ** 31 - 1))
-    except (OSError, AttributeError):
-        ok = False
-    _KEEPING_FREED_MEMORY = ok
-    return ok
-
-
 # --- the entry points --------------------------------------------------------------------------
 
 def _outermost(module: nn.Module, chosen: Callable[[nn.Module], bool]) -> List[nn.Module]:
@@ -248,7 +218,7 @@ def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile:
         compile (bool): compile the network parts with inductor (weights frozen).
         channels_last (bool): store weights channels-last. Default True.
         keep_memory (bool, optional): on CPU, keep freed memory in the process
-            (:func:`keep_freed_memory`). Default: True on CPU.
+            (:func:`hrnet_mm.memory.keep_freed_memory`). Default: True on CPU.
 
     Example:
         >>> import torch

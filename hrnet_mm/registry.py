@@ -15,7 +15,8 @@ MODELS = Registry(
     'model', parent=MMENGINE_MODELS, scope='hrnet_mm',
     locations=['hrnet_mm.models', 'hrnet_mm.deploy'])
 
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='hrnet_mm', locations=['hrnet_mm.inference'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='hrnet_mm',
+                 locations=['hrnet_mm.inference', 'hrnet_mm.memory'])
 
 OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='hrnet_mm',
                           locations=['hrnet_mm.amp'])

@@ -20,10 +20,16 @@ its argmax agreement with mmseg's float32 output. The systems:
   bf16, bf16.
 
 The CPU's model and flags are printed; absolute times mean nothing across machines, the ratios
-in one run do. The inference path keeps freed memory (see ``hrnet_mm.inference``), a
-process-wide glibc setting, so every system runs under it; ``--glibc-defaults`` runs them all
-with glibc's defaults instead. Weights are random with norm statistics gathered on the input
-(so outputs have a realistic scale) unless ``--checkpoint`` is given.
+in one run do. The inference path keeps freed memory (see ``hrnet_mm.memory``), a
+process-wide glibc setting, so every inference system runs under it; ``--glibc-defaults`` runs
+them all with glibc's defaults instead. Weights are random with norm statistics gathered on the
+input (so outputs have a realistic scale) unless ``--checkpoint`` is given.
+
+``--train`` times mmengine's ``train_step`` of each training system in a process of its own,
+stepping them in turn (rotated each round), so each runs with the allocator setting its users
+get: mmseg as shipped with glibc's defaults, hrnet_mm's configs with freed memory kept
+(``hrnet_mm.KeepFreedMemoryHook``), and mmseg with kept memory as well, so that the allocator's
+share and the network's are told apart.
 """
 import argparse
 import copy
@@ -301,13 +307,48 @@ def train_model(side, config, precision, with_cp):
     return model, wrapper
 
 
+def _step_fn(system, args):
+    """(startup seconds, a function running one training step) for ``system``, built here."""
+    side, precision, with_cp, compiled, kept = system
+    if kept:
+        from hrnet_mm.memory import keep_freed_memory
+        keep_freed_memory()
+    t = time.perf_counter()
+    model, wrapper = train_model(side, args.train_config, precision, with_cp)
+    if compiled:  # the model's forward and loss; backward through AOTAutograd
+        model.loss = torch.compile(model.loss)
+    data = train_batch(args.train_size, args.train_batch)
+    model.train_step(data, wrapper)  # warm-up (and compilation)
+    return time.perf_counter() - t, lambda: model.train_step(data, wrapper)
+
+
+def train_worker(args):
+    """Child process: one training system, stepping when the parent says so (its allocator
+    setting is its own: glibc's settings are process-wide)."""
+    quiet_logs()
+    torch.set_num_threads(args.threads)
+    system = json.loads(args.train_worker)
+    startup, step = _step_fn(system, args)
+    print('RESULT', json.dumps(startup), flush=True)
+    for line in sys.stdin:
+        if line.strip() == 'step':
+            t = time.perf_counter()
+            step()
+            print('RESULT', json.dumps(time.perf_counter() - t), flush=True)
+        elif line.strip() == 'profile':
+            print('RESULT', json.dumps(profile(step)), flush=True)
+
+
 def train_probe(args):
     """Child process: peak resident-size growth over one cold training step (bytes)."""
     import threading
     quiet_logs()
     torch.set_num_threads(args.threads)
-    side, precision, with_cp = args.train_probe.split(',')
-    model, wrapper = train_model(side, args.train_config, precision, with_cp == '1')
+    side, precision, with_cp, _, kept = json.loads(args.train_probe)
+    if kept:
+        from hrnet_mm.memory import keep_freed_memory
+        keep_freed_memory()
+    model, wrapper = train_model(side, args.train_config, precision, with_cp)
     data = train_batch(args.train_size, args.train_batch)
     page = os.sysconf('SC_PAGE_SIZE')
 
@@ -326,71 +367,120 @@ def train_probe(args):
     model.train_step(data, wrapper)
     done.set()
     sampler.join()
-    print(json.dumps({'peak_bytes': max(peak[0], rss()) - before}))
+    print('RESULT', json.dumps(max(peak[0], rss()) - before))
+
+
+class TrainWorker:
+    """A training system in its own process, so that each runs with its own allocator."""
+
+    def __init__(self, system, args):
+        import subprocess
+        self.system = system
+        self.args = args
+        self.proc = subprocess.Popen(self._cmd('--train-worker'), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.startup = self._result()
+        self.times = []
+
+    def _cmd(self, role):
+        a = self.args
+        return [sys.executable, __file__, role, json.dumps(self.system),
+                '--train-config', a.train_config, '--train-size', *map(str, a.train_size),
+                '--train-batch', str(a.train_batch), '--threads', str(a.threads)]
+
+    def _result(self):
+        for line in self.proc.stdout:
+            if line.startswith('RESULT '):
+                return json.loads(line[len('RESULT '):])
+        raise RuntimeError(f'training worker {self.system} exited {self.proc.wait()}')
+
+    def ask(self, command):
+        self.proc.stdin.write(command + '\n')
+        self.proc.stdin.flush()
+        return self._result()
+
+    def peak_mib(self):
+        import subprocess
+        out = subprocess.run(self._cmd('--train-probe'), check=True, capture_output=True,
+                             text=True).stdout
+        return json.loads(out.strip().splitlines()[-1][len('RESULT '):]) / 2 ** 20
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def train_systems(args):
+    """(side, precision, with_cp, compiled, kept): each system as its users run it. mmseg as
+    shipped keeps glibc's defaults; hrnet_mm's configs keep freed memory
+    (``hrnet_mm.KeepFreedMemoryHook``); mmseg with kept memory too, so that the difference
+    the allocator makes is measured apart from the network's. ``--glibc-defaults``: every
+    system with glibc's defaults."""
+    from hrnet_mm.inference import native_bf16
+    ours = not args.glibc_defaults
+    best = 'bf16' if 'bf16' in args.precisions and native_bf16(torch.device('cpu')) else 'fp32'
+    systems = [('mmseg', 'fp32', False, False, False)]
+    if ours:
+        systems.append(('mmseg', 'fp32', False, False, True))
+    systems.append(('hrnet_mm', 'fp32', False, False, ours))
+    if best == 'bf16':
+        systems.append(('hrnet_mm', 'bf16', False, False, ours))
+    if args.train_compiled:
+        systems.append(('hrnet_mm', best, False, True, ours))
+    systems += [('mmseg', 'fp32', True, False, False), ('hrnet_mm', 'fp32', True, False, ours)]
+    return systems
 
 
 def train_rows(args):
-    import subprocess
-    # (side, precision, with_cp, compiled)
-    systems = [('mmseg', 'fp32', False, False), ('hrnet_mm', 'fp32', False, False)]
-    from hrnet_mm.inference import native_bf16
-    best = 'bf16' if 'bf16' in args.precisions and native_bf16(torch.device('cpu')) else 'fp32'
-    if best == 'bf16':
-        systems.append(('hrnet_mm', 'bf16', False, False))
-    if args.train_compiled:
-        systems.append(('hrnet_mm', best, False, True))
-    systems += [('mmseg', 'fp32', True, False), ('hrnet_mm', 'fp32', True, False)]
-    data = train_batch(args.train_size, args.train_batch)
-    runs = []
-    for side, precision, with_cp, compiled in systems:
-        print(f'  starting training: {side} {precision}{" with_cp" if with_cp else ""}'
-              f'{" compiled" if compiled else ""} ...', flush=True)
-        t = time.perf_counter()
-        model, wrapper = train_model(side, args.train_config, precision, with_cp)
-        if compiled:  # the model's forward and loss; backward through AOTAutograd
-            model.loss = torch.compile(model.loss)
-        model.train_step(data, wrapper)  # warm-up (and compilation)
-        runs.append((side, precision, with_cp, compiled, time.perf_counter() - t, model,
-                     wrapper, []))
-    for r in range(args.train_rounds):
-        for i in range(len(runs)):
-            model, wrapper, times = runs[(i + r) % len(runs)][-3:]
-            t = time.perf_counter()
-            model.train_step(data, wrapper)
-            times.append(time.perf_counter() - t)
-    if args.profile:
-        for side, precision, with_cp, compiled, _, model, wrapper, _ in runs:
-            if side == 'hrnet_mm' and not (with_cp or compiled):
-                label = f'training step, hrnet_mm {precision}'
-                args.train_profiles[label] = profile(lambda: model.train_step(data, wrapper))
-                report_profile(label, args.train_profiles[label])
+    workers = []
+    try:
+        for system in train_systems(args):
+            side, precision, with_cp, compiled, kept = system
+            print(f'  starting training: {side} {precision}{" with_cp" if with_cp else ""}'
+                  f'{" compiled" if compiled else ""}{" kept memory" if kept else ""} ...',
+                  flush=True)
+            workers.append(TrainWorker(system, args))
+        for r in range(args.train_rounds):
+            for i in range(len(workers)):
+                w = workers[(i + r) % len(workers)]
+                w.times.append(w.ask('step'))
+        if args.profile:
+            for w in workers:
+                side, precision, with_cp, compiled, _ = w.system
+                if side == 'hrnet_mm' and not (with_cp or compiled):
+                    label = f'training step, hrnet_mm {precision}'
+                    args.train_profiles[label] = w.ask('profile')
+                    report_profile(label, args.train_profiles[label])
+    finally:
+        for w in workers:
+            w.close()
     rows = []
-    for side, precision, with_cp, compiled, startup, model, wrapper, times in runs:
-        peak = None  # (a compiled step's memory is not probed: it would compile again)
-        if not compiled:
-            cmd = [sys.executable, __file__, '--train-probe', f'{side},{precision},{int(with_cp)}',
-                   '--train-config', args.train_config, '--train-size',
-                   *map(str, args.train_size), '--train-batch', str(args.train_batch),
-                   '--threads', str(args.threads)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            peak = json.loads(out.strip().splitlines()[-1])['peak_bytes'] / 2 ** 20
+    for w in workers:
+        side, precision, with_cp, compiled, kept = w.system
+        # (a compiled step's memory is not probed: it would compile again)
         rows.append(dict(name=side, precision=precision, with_cp=with_cp, compiled=compiled,
-                         median_s=statistics.median(times), min_s=min(times),
-                         startup_s=startup, peak_mib=peak))
+                         allocator='kept' if kept else 'glibc',
+                         median_s=statistics.median(w.times), min_s=min(w.times),
+                         startup_s=w.startup, peak_mib=None if compiled else w.peak_mib()))
     return rows
 
 
 def report_train(title, rows):
+    """Each row against mmseg as shipped (the first row) and against mmseg with the same
+    allocator setting."""
     base = rows[0]['median_s']
+    same = {r['allocator']: r['median_s'] for r in rows
+            if r['name'] == 'mmseg' and not r['with_cp'] and not r['compiled']}
     print(f'\n{title}')
-    print(f"{'system':34}{'median s':>10}{'min s':>9}{'vs mmseg':>11}{'start-up s':>12}"
-          f"{'peak MiB':>11}")
+    print(f"{'system':34}{'allocator':>10}{'median s':>10}{'min s':>9}{'vs mmseg':>10}"
+          f"{'vs mmseg, same allocator':>26}{'start-up s':>12}{'peak MiB':>10}")
     for r in rows:
         label = (f"{r['name']} {r['precision']}{' with_cp' if r['with_cp'] else ''}"
                  f"{' compiled' if r['compiled'] else ''}")
         peak = '-' if r['peak_mib'] is None else f"{r['peak_mib']:.0f}"
-        print(f"{label:34}{r['median_s']:10.3f}{r['min_s']:9.3f}{base / r['median_s']:10.2f}x"
-              f"{r['startup_s']:12.1f}{peak:>11}")
+        print(f"{label:34}{r['allocator']:>10}{r['median_s']:10.3f}{r['min_s']:9.3f}"
+              f"{base / r['median_s']:9.2f}x{same[r['allocator']] / r['median_s']:25.2f}x"
+              f"{r['startup_s']:12.1f}{peak:>10}")
 
 
 # --- batch norms ----------------------------------------------------------------------------
@@ -500,10 +590,13 @@ def main():
     parser.add_argument('--profile', action='store_true',
                         help="print where the time of our rows goes (torch.profiler)")
     parser.add_argument('--train-probe', help=argparse.SUPPRESS)  # internal: memory child
+    parser.add_argument('--train-worker', help=argparse.SUPPRESS)  # internal: timing child
     parser.add_argument('--json', help='write the figures here')
     args = parser.parse_args()
     if args.train_probe:
         return train_probe(args)
+    if args.train_worker:
+        return train_worker(args)
     quiet_logs()
     torch.set_num_threads(args.threads)
     if not args.glibc_defaults:

@@ -47,5 +47,10 @@ model = dict(
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 # `mim test` (the test loop only, never validation during training): batch norms folded into
-# the convs and channels-last weights, same predictions within float32 rounding.
-custom_hooks = [dict(type='hrnet_mm.FastInferenceHook')]
+# the convs and channels-last weights, same predictions within float32 rounding. On CPU, freed
+# memory stays in the process, so training steps do not page-fault their activations in again
+# (the process keeps its peak heap; hrnet_mm/memory.py).
+custom_hooks = [
+    dict(type='hrnet_mm.FastInferenceHook'),
+    dict(type='hrnet_mm.KeepFreedMemoryHook'),
+]
