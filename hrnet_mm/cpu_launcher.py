@@ -10,7 +10,13 @@ the first for the ``torch`` init backend and drops the second for modules whose 
 are all on the CPU, so ``torchrun ... tools/train.py cfg --launcher pytorch`` with
 ``env_cfg.dist_cfg.backend=gloo`` trains on CPU processes. Where any accelerator is present,
 nothing is changed (mmengine's NPU/MLU/MUSA handling stays as it is).
+
+A process group it initialises is destroyed at interpreter exit (an ``atexit`` handler):
+mmengine's tools never call ``destroy_process_group``, and a gloo group left to interpreter
+finalisation now and then aborts a finished run ("terminate called without an active
+exception", pytorch/pytorch#190489).
 """
+import atexit
 import functools
 
 import torch
@@ -21,7 +27,13 @@ def no_accelerator() -> bool:
     return not any(getattr(device, f'is_{kind}_available', lambda: False)()
                    for kind in ('cuda', 'npu', 'mlu', 'musa', 'mps', 'dipu'))
 
+
 _ENABLED = False
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def enable_cpu_distributed() -> None:
@@ -38,6 +50,7 @@ def enable_cpu_distributed() -> None:
         if init_backend != 'torch':
             return original_init_dist(backend, init_backend=init_backend, **kwargs)
         torch.distributed.init_process_group(backend=backend, **kwargs)
+        atexit.register(_destroy_process_group)
 
     original_ddp_init = MMDistributedDataParallel.__init__
 
