@@ -11,13 +11,15 @@ are all on the CPU, so ``torchrun ... tools/train.py cfg --launcher pytorch`` wi
 ``env_cfg.dist_cfg.backend=gloo`` trains on CPU processes. Where any accelerator is present,
 nothing is changed (mmengine's NPU/MLU/MUSA handling stays as it is).
 
-A process group it initialises is destroyed at interpreter exit (an ``atexit`` handler):
+A process group it initialises is destroyed at interpreter exit (an ``atexit`` handler, after
+collecting the finished run's cyclic garbage, whose DDP wrapper holds the group as well):
 mmengine's tools never call ``destroy_process_group``, and a gloo group left to interpreter
 finalisation now and then aborts a finished run ("terminate called without an active
 exception", pytorch/pytorch#190489).
 """
 import atexit
 import functools
+import gc
 
 import torch
 from mmengine import device
@@ -33,6 +35,9 @@ _ENABLED = False
 
 def _destroy_process_group() -> None:
     if torch.distributed.is_initialized():
+        # The finished Runner sits in reference cycles with its DDP-wrapped model, which holds
+        # the group too: collect it first, so nothing frees gloo's threads at finalisation.
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 
