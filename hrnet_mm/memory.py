@@ -10,8 +10,8 @@ from a config, and :func:`hrnet_mm.prepare_for_inference` does it on CPU by defa
 
 The cost: the process keeps its peak heap. Freed blocks are reused, but a heap that is never
 trimmed fragments, so that peak is a few percent above glibc's default one (4-5% for a W18
-training step), and it is not returned to the system until the process ends. Process-wide, so it is an explicit call or config entry, never a side effect of
-importing hrnet_mm.
+training step), and it is not returned to the system until the process ends. Process-wide, so
+it is an explicit call or config entry, never a side effect of importing hrnet_mm.
 """
 import ctypes
 
