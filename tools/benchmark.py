@@ -307,17 +307,23 @@ def train_model(side, config, precision, with_cp):
     return model, wrapper
 
 
-def _step_fn(system, args):
-    """(startup seconds, a function running one training step) for ``system``, built here."""
-    side, precision, with_cp, compiled, kept = system
+def _train_setup(system, args):
+    """(model, optim_wrapper, batch) for ``system`` in this process, with its allocator."""
+    side, precision, with_cp, _, kept = system
     if kept:
         from hrnet_mm.memory import keep_freed_memory
         keep_freed_memory()
-    t = time.perf_counter()
     model, wrapper = train_model(side, args.train_config, precision, with_cp)
+    return model, wrapper, train_batch(args.train_size, args.train_batch)
+
+
+def _step_fn(system, args):
+    """(startup seconds, a function running one training step) for ``system``, built here."""
+    t = time.perf_counter()
+    model, wrapper, data = _train_setup(system, args)
+    compiled = system[3]
     if compiled:  # the model's forward and loss; backward through AOTAutograd
         model.loss = torch.compile(model.loss)
-    data = train_batch(args.train_size, args.train_batch)
     model.train_step(data, wrapper)  # warm-up (and compilation)
     return time.perf_counter() - t, lambda: model.train_step(data, wrapper)
 
@@ -344,12 +350,7 @@ def train_probe(args):
     import threading
     quiet_logs()
     torch.set_num_threads(args.threads)
-    side, precision, with_cp, _, kept = json.loads(args.train_probe)
-    if kept:
-        from hrnet_mm.memory import keep_freed_memory
-        keep_freed_memory()
-    model, wrapper = train_model(side, args.train_config, precision, with_cp)
-    data = train_batch(args.train_size, args.train_batch)
+    model, wrapper, data = _train_setup(json.loads(args.train_probe), args)
     page = os.sysconf('SC_PAGE_SIZE')
 
     def rss():
