@@ -9,7 +9,8 @@ from .safe_load import register_checkpoint_loader
 from .models import (ARCH_ZOO, TOOLBOX_DEFAULTS, CheckpointMismatchError, HRModule, HRNet,
                      HRNetConcatNeck, HRNetConfigError, HRNetPyramidNeck, resize_concat)
 from .amp import MixedPrecisionOptimWrapper
-from .inference import FastInferenceHook, fold_batch_norms, prepare_for_inference
+from .inference import (FastInferenceHook, fold_batch_norms, mix_streams_before_resize,
+                        prepare_for_inference)
 from .memory import KeepFreedMemoryHook, keep_freed_memory
 from .registry import HOOKS, MODELS, OPTIM_WRAPPERS
 
@@ -26,4 +27,5 @@ __all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'FastInferenceHook', 'HOOKS', 
            'HRNet', 'HRNetConcatNeck', 'HRNetConfigError', 'HRNetPyramidNeck',
            'KeepFreedMemoryHook', 'MODELS', 'MixedPrecisionOptimWrapper', 'OPTIM_WRAPPERS',
            'TOOLBOX_DEFAULTS', 'fold_batch_norms', 'keep_freed_memory',
-           'register_checkpoint_loader', 'prepare_for_inference', 'resize_concat', '__version__']
+           'mix_streams_before_resize', 'register_checkpoint_loader', 'prepare_for_inference',
+           'resize_concat', '__version__']

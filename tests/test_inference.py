@@ -6,9 +6,10 @@ import copy
 import pytest
 import torch
 
-from hrnet_mm import HRNet, HRNetConcatNeck, fold_batch_norms, prepare_for_inference
+from hrnet_mm import (HRNet, HRNetConcatNeck, HRNetPyramidNeck, fold_batch_norms,
+                      mix_streams_before_resize, prepare_for_inference)
 
-from .conftest import quiet, randomize_norms
+from .conftest import REPO, quiet, randomize_norms
 
 
 @pytest.mark.parametrize('arch', ['w18_small', 'w18'])
@@ -48,7 +49,7 @@ def test_benchmark_reports_every_system(tmp_path):
     import os.path as osp
     import sys
 
-    from .conftest import REPO, run_cli
+    from .conftest import run_cli
     out = tmp_path / 'bench.json'
     log = run_cli([sys.executable, osp.join(REPO, 'tools', 'benchmark.py'),
                    '--config', osp.join(REPO, 'configs', 'demo_street_hrnet_w18_small.py'),
@@ -199,3 +200,86 @@ def test_profile_convs_accounts_for_every_conv():
     calls = sum(int(m.group(1)) for m in re.finditer(r'x\s*\d+\s+(\d+)\s+[0-9.]+\s+\d+$', log,
                                                       re.M))
     assert calls == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def _seg_model(config, **neck):
+    """An mmseg segmentor of one of our configs, random weights and norm statistics."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(osp.join(REPO, 'configs', config))
+    cfg.model.pop('pretrained', None)
+    cfg.model.backbone.init_cfg = None
+    if neck and 'neck' in cfg.model:
+        cfg.model.neck.update(neck)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    return randomize_norms(quiet(model)).eval()
+
+
+@pytest.mark.parametrize('mode,align_corners', [('bilinear', False), ('bilinear', True),
+                                                ('nearest', None)])
+def test_fcn_head_conv_mixes_the_streams_before_resizing(mode, align_corners):
+    """The FCN-HRNetV2 configs: the head's 1x1 conv over the concatenation moves into the neck
+    and mixes each stream at its own resolution; mmseg's logits are kept at every size."""
+    model = _seg_model('hrnet_w18_cityscapes.py', upsample_mode=mode,
+                       align_corners=align_corners)
+    fast = prepare_for_inference(model)
+    assert len(fast.neck.premix) == 4 and isinstance(fast.decode_head.convs[0].conv,
+                                                     torch.nn.Identity)
+    assert [c.in_channels for c in fast.neck.premix] == [18, 36, 72, 144]
+    assert model.neck.premix is None  # the given model keeps its graph
+    assert isinstance(model.decode_head.convs[0].conv, torch.nn.Conv2d)
+    # the concat-then-mix copy, for the rounding that folding alone causes
+    concat_first = prepare_for_inference(model, mix_before_resize=False)
+    assert concat_first.neck.premix is None
+    for size in [(64, 96), (97, 131)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            ref, mixed, folded = model._forward(x), fast._forward(x), concat_first._forward(x)
+        scale = ref.abs().max().item()
+        assert (mixed - ref).abs().max() <= 1e-4 * scale
+        assert (mixed - ref).abs().max() <= 2 * (folded - ref).abs().max() + 1e-6 * scale
+
+
+def test_necks_own_pointwise_convs_mix_before_resizing():
+    """HRNetConcatNeck's 1x1 mixing conv (norm and act stay after the sum) and
+    HRNetPyramidNeck's 1x1 reduction: the same outputs, every pyramid level."""
+    widths = [18, 36, 72, 144]
+    feats = [torch.randn(2, c, 48 // 2 ** i, 80 // 2 ** i) for i, c in enumerate(widths)]
+    concat = randomize_norms(HRNetConcatNeck(widths, out_channels=32)).eval()
+    pyramid = HRNetPyramidNeck(widths, out_channels=32, num_outs=3,
+                               norm_cfg=dict(type='BN')).eval()
+    randomize_norms(pyramid)
+    for neck in (concat, pyramid):
+        moved = mix_streams_before_resize(copy.deepcopy(neck))
+        assert moved.premix is not None
+        with torch.no_grad():
+            for a, b in zip(neck(feats), moved(feats)):
+                assert a.shape == b.shape
+                assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+def test_mixing_conv_is_left_where_it_cannot_be_moved():
+    """Only a 1x1 conv that runs first on the concatenation moves: not a 3x3 one, not an FCN
+    head that concatenates its input again (concat_input), not another head (OCRNet's)."""
+    from mmcv.cnn import ConvModule
+    widths = [18, 36, 72, 144]
+    neck = mix_streams_before_resize(HRNetConcatNeck(widths, out_channels=32, kernel_size=3))
+    assert neck.premix is None and isinstance(neck.mix.conv, torch.nn.Conv2d)
+    pre_norm = HRNetConcatNeck(widths)
+    pre_norm.mix = ConvModule(270, 32, 1, norm_cfg=dict(type='BN'), order=('norm', 'conv', 'act'))
+    assert mix_streams_before_resize(pre_norm).premix is None
+    model = _seg_model('hrnet_w18_cityscapes.py')
+    model.decode_head.concat_input = True
+    assert mix_streams_before_resize(model).neck.premix is None
+    ocr = _seg_model('ocrnet_hrnet_w48_cityscapes.py')
+    fast = prepare_for_inference(ocr)
+    assert getattr(getattr(fast, 'neck', None), 'premix', None) is None
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = ocr._forward(x), fast._forward(x)
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
