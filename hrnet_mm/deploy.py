@@ -24,6 +24,7 @@ So that each toolbox's own test loop, datasets and metrics evaluate an exported 
 ``test`` runs it. onnxruntime and openvino are optional
 (``pip install .[deploy]``).
 """
+import copy
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
@@ -59,9 +60,16 @@ def network(model: nn.Module, task: str) -> nn.Module:
 
 
 def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *,
-                opset: int = 18) -> str:
+                opset: int = 18, fold: bool = True) -> str:
     """Export ``model``'s network (see the module docstring) to ``path`` with dynamic batch,
-    height and width; ``example`` is an input batch of the right channel count."""
+    height and width; ``example`` is an input batch of the right channel count.
+
+    ``fold`` (default True): export a copy with batch norms folded into convs and the streams
+    mixed before resizing (``hrnet_mm.inference``), the same function in fewer operations;
+    ``model`` is not changed. False exports the model's own graph."""
+    if fold:
+        from .inference import fold_batch_norms, mix_streams_before_resize
+        model = mix_streams_before_resize(fold_batch_norms(copy.deepcopy(model).eval()))
     net = network(model, task)
     batch = torch.export.Dim('batch', min=1, max=1024)
     height = torch.export.Dim('height', min=32, max=8192)

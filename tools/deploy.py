@@ -21,7 +21,10 @@ dataset and the toolbox's metric, and so does the toolbox's own test tool:
     mim test mmsegmentation work_dirs/deploy/w48/deploy_onnxruntime.py \\
         --checkpoint work_dirs/deploy/w48/torch_weights.pth
 
-Without ``--images`` it checks on two procedural street scenes (one of an odd size).
+Without ``--images`` it checks on two procedural street scenes (one of an odd size). The
+exported graph has the batch norms folded into the convs and the streams mixed before resizing
+(``hrnet_mm.inference``: the same function in fewer operations); ``--no-fold`` exports the
+model's own graph.
 """
 import argparse
 import logging
@@ -92,8 +95,9 @@ def export(args):
     os.makedirs(args.out_dir, exist_ok=True)
     inputs = load_inputs(model, args.images, args.shape, task)
     onnx_path = osp.join(args.out_dir, 'model.onnx')
-    print(f'exporting the {task} network to {onnx_path} (dynamic batch, height, width)')
-    export_onnx(model, task, onnx_path, inputs[0])
+    print(f'exporting the {task} network to {onnx_path} (dynamic batch, height, width'
+          f"{'' if args.no_fold else '; batch norms folded, streams mixed before resizing'})")
+    export_onnx(model, task, onnx_path, inputs[0], fold=not args.no_fold)
     runtimes = [('onnxruntime', onnx_path, 'fp32')]
     if args.openvino:
         xml = to_openvino(onnx_path)
@@ -216,6 +220,9 @@ def main():
     p.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                    help='resize the check images to this size (pose: default 256 192)')
     p.add_argument('--openvino', action='store_true', help='also convert and check OpenVINO')
+    p.add_argument('--no-fold', action='store_true',
+                   help="export the model's own graph: batch norms not folded into convs, "
+                   'streams concatenated before the 1x1 conv that mixes them')
     p.add_argument('--tolerance', type=float, default=5e-3,
                    help='largest fp32 |diff| relative to the largest output (default 5e-3: '
                    "ONNX Runtime agrees to ~1e-6, OpenVINO's f32 to ~1e-3)")
