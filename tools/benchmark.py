@@ -14,10 +14,14 @@ its argmax agreement with mmseg's float32 output. The systems:
 * ``mmseg+fused``: the same after mmcv's ``fuse_conv_bn`` and with channels-last weights (the
   generic speed-ups), eager and compiled;
 * ``hrnet_mm``: ``hrnet_mm.prepare_for_inference`` at each precision, eager and compiled;
-* ``onnxruntime``: our model exported to ONNX, CPU provider, all graph optimisations (float32:
-  its CPU provider has no bf16 path);
+* ``onnxruntime``: our model exported to ONNX (``hrnet_mm.deploy.export_onnx``, which folds
+  the norms and mixes the streams before resizing as ``prepare_for_inference`` does), CPU
+  provider, all graph optimisations (float32: its CPU provider has no bf16 path);
 * ``openvino``: the same ONNX model compiled by OpenVINO, float32 and, where the CPU has native
   bf16, bf16.
+
+``--unmixed`` adds hrnet_mm and OpenVINO with the streams concatenated before the head's 1x1
+conv, as the model is written, to show what mixing before resizing gives each.
 
 The CPU's model and flags are printed; absolute times mean nothing across machines, the ratios
 in one run do. The inference path keeps freed memory (see ``hrnet_mm.memory``), a
@@ -157,13 +161,15 @@ def scene(size, seed=0):
 # --- the systems ---------------------------------------------------------------------------
 
 class System:
-    def __init__(self, name, precision, compiled, make):
+    def __init__(self, name, precision, compiled, make, mix=None):
         self.name, self.precision, self.compiled, self.make = name, precision, compiled, make
+        self.mix = mix  # streams mixed before resizing (hrnet_mm and its exports), else None
         self.times, self.run, self.out = [], None, None
 
     @property
     def label(self):
-        return f"{self.name} {self.precision}{' compiled' if self.compiled else ''}"
+        return row_label(dict(name=self.name, precision=self.precision, compiled=self.compiled,
+                              mix_before_resize=self.mix))
 
     def start(self, x):
         t = time.perf_counter()
@@ -191,21 +197,21 @@ def seg_systems(ref, ours, x, args, tmp):
             return lambda t: fn(t.contiguous(memory_format=torch.channels_last))
         return make
 
-    def ours_at(precision, compiled):
+    def ours_at(precision, compiled, mix=True):
         def make():
-            m = prepare_for_inference(ours, precision=precision, compile=compiled)
+            m = prepare_for_inference(ours, precision=precision, compile=compiled,
+                                      mix_before_resize=mix)
             return m._forward
         return make
 
-    onnx_path = osp.join(tmp, 'model.onnx')
-
-    def exported(backend, precision):
+    def exported(backend, precision, fold=True):
         def make():
+            onnx_path = osp.join(tmp, 'model.onnx' if fold else 'model_unfolded.onnx')
             if not osp.exists(onnx_path):
-                export_onnx(ours, 'seg', onnx_path, x)
+                export_onnx(ours, 'seg', onnx_path, x, fold=fold)
             path = onnx_path
             if backend == 'openvino':
-                path = osp.join(tmp, 'model.xml')
+                path = onnx_path[:-len('.onnx')] + '.xml'
                 if not osp.exists(path):
                     to_openvino(onnx_path, path)
             runtime = Runtime(backend, path, precision, threads=torch.get_num_threads())
@@ -215,10 +221,19 @@ def seg_systems(ref, ours, x, args, tmp):
     systems = [System('mmseg', 'fp32', False, lambda: ref._forward)]
     compile_opts = [False, True] if args.compile else [False]
     systems += [System('mmseg+fused', 'fp32', c, mmseg_fused(c)) for c in compile_opts]
-    systems += [System('hrnet_mm', p, c, ours_at(p, c)) for p in precisions for c in compile_opts]
+    systems += [System('hrnet_mm', p, c, ours_at(p, c), mix=True)
+                for p in precisions for c in compile_opts]
+    if args.unmixed:
+        systems += [System('hrnet_mm', p, compile_opts[-1], ours_at(p, compile_opts[-1], False),
+                           mix=False) for p in precisions]
     if args.runtimes:
-        systems.append(System('onnxruntime', 'fp32', False, exported('onnxruntime', 'fp32')))
-        systems += [System('openvino', p, False, exported('openvino', p)) for p in precisions]
+        systems.append(System('onnxruntime', 'fp32', False, exported('onnxruntime', 'fp32'),
+                              mix=True))
+        systems += [System('openvino', p, False, exported('openvino', p), mix=True)
+                    for p in precisions]
+        if args.unmixed:
+            systems += [System('openvino', p, False, exported('openvino', p, fold=False),
+                               mix=False) for p in precisions]
     return systems
 
 
@@ -264,6 +279,8 @@ def measure(systems, x, rounds, task):
         rows.append(dict(name=s.name, precision=s.precision, compiled=s.compiled,
                          median_s=statistics.median(s.times), min_s=min(s.times),
                          startup_s=s.startup_s, argmax_agreement=agree, max_abs_diff=diff))
+        if s.mix is not None:
+            rows[-1]['mix_before_resize'] = s.mix
     return rows
 
 
@@ -547,14 +564,19 @@ def report_profile(title, prof):
         print(f"  {op['op']:42}{op['self_ms']:9.0f} ms{100 * op['share']:6.1f}%  x{op['calls']}")
 
 
+def row_label(r):
+    return (f"{r['name']} {r['precision']}{' compiled' if r['compiled'] else ''}"
+            f"{' concat-then-mix' if r.get('mix_before_resize') is False else ''}")
+
+
 def report(title, rows):
     base = rows[0]['median_s']
     print(f'\n{title}')
-    print(f"{'system':34}{'median s':>10}{'min s':>9}{'vs ' + rows[0]['name']:>11}"
+    print(f"{'system':42}{'median s':>10}{'min s':>9}{'vs ' + rows[0]['name']:>11}"
           f"{'start-up s':>12}{'argmax agree':>14}")
     for r in rows:
-        label = f"{r['name']} {r['precision']}{' compiled' if r['compiled'] else ''}"
-        print(f"{label:34}{r['median_s']:10.3f}{r['min_s']:9.3f}{base / r['median_s']:10.2f}x"
+        label = row_label(r)
+        print(f"{label:42}{r['median_s']:10.3f}{r['min_s']:9.3f}{base / r['median_s']:10.2f}x"
               f"{r['startup_s']:12.1f}{100 * r['argmax_agreement']:13.3f}%")
 
 
@@ -572,6 +594,10 @@ def main():
     parser.add_argument('--no-runtimes', dest='runtimes', action='store_false',
                         help='skip ONNX Runtime and OpenVINO')
     parser.add_argument('--no-seg', dest='seg', action='store_false')
+    parser.add_argument('--unmixed', action='store_true',
+                        help='also hrnet_mm (compiled if compiling) and OpenVINO with the '
+                        'streams concatenated before the head\'s 1x1 conv, as the model is '
+                        'written (mix_before_resize=False; export with fold=False)')
     parser.add_argument('--pose', action='store_true', help='also pose W32 256x192, batch 32')
     parser.add_argument('--pose-batch', type=int, default=32)
     parser.add_argument('--glibc-defaults', action='store_true',
