@@ -7,7 +7,8 @@ was (a deep copy: the weights are held twice while both live):
   and weights are stored channels-last, which oneDNN and cuDNN run faster;
 * a 1x1 conv that mixes the concatenated streams (the FCN head's, in the FCN-HRNetV2 configs)
   mixes each stream at its own resolution before resizing (:func:`mix_streams_before_resize`):
-  the same function, W48's head with 8x fewer multiply-adds;
+  the same function, W48's head with 8x fewer multiply-adds (where it saves enough to pay
+  for wider maps to resize: W48, not W18);
 * ``precision='bf16'`` runs the network (backbone, neck, seg/pose heads; detection heads
   stay float32) under ``torch.autocast`` in bfloat16; what comes out is float32 again, so
   the toolbox's post-processing (resize, argmax, decoding) runs as before.
@@ -130,10 +131,20 @@ def _first_conv_of_fcn_head(head: nn.Module) -> Optional[nn.Module]:
     return first if _movable_pointwise(first) is not None else None
 
 
-def mix_streams_before_resize(model: nn.Module) -> nn.Module:
+#: :func:`mix_streams_before_resize` moves a conv where it saves at least this many
+#: multiply-adds per element it adds to the resizing. Measured (``tools/benchmark.py
+#: --unmixed``, 512x1024): FCN-HRNetV2-W48 (305) runs faster moved, compiled in PyTorch and in
+#: OpenVINO; W18 (114) and W18-Small (102) run no faster compiled and slower in OpenVINO.
+MIX_MIN_SAVING = 200.0
+
+
+def mix_streams_before_resize(model: nn.Module,
+                              min_saving: float = MIX_MIN_SAVING) -> nn.Module:
     """Where a 1x1 conv mixes hrnet_mm's concatenated streams, mix each stream at its own
     resolution before resizing instead (:meth:`HRNetConcatNeck.mix_before_resize`): the same
-    function, with far fewer multiply-adds. Done where it is provable from the modules' types:
+    function, with fewer multiply-adds but wider maps to resize, so only where it saves at least
+    ``min_saving`` multiply-adds per element added to the resizing (``mix_saving``; W48's FCN
+    head: 305, W18's: 114). Done where it is provable from the modules' types:
 
     * an ``HRNetConcatNeck`` with its own 1x1 mixing conv, an ``HRNetPyramidNeck``'s 1x1
       ``reduction_conv``;
@@ -145,9 +156,12 @@ def mix_streams_before_resize(model: nn.Module) -> nn.Module:
     """
     from .models.necks import HRNetConcatNeck, HRNetPyramidNeck
 
-    def move(neck, owner):
+    def move(neck, owner) -> bool:
+        if neck.mix_saving(owner.conv.out_channels) < min_saving:
+            return False
         neck.mix_before_resize(owner.conv)
         owner.conv = nn.Identity()
+        return True
 
     for m in model.modules():
         if type(m) is HRNetConcatNeck and m.premix is None and _movable_pointwise(m.mix):
@@ -161,8 +175,8 @@ def mix_streams_before_resize(model: nn.Module) -> nn.Module:
         first = _first_conv_of_fcn_head(head)
         if first is not None and first.conv.in_channels == neck.concat_channels:
             out_channels = first.conv.out_channels
-            move(neck, first)
-            neck.out_channels = (out_channels,)
+            if move(neck, first):
+                neck.out_channels = (out_channels,)
     return model
 
 
@@ -350,26 +364,32 @@ class FastInferenceHook(Hook):
             ``mim test ... --cfg-options custom_hooks.0.precision=bf16``.
         compile (bool): compile with inductor. Default False.
         channels_last (bool): channels-last weights. Default True.
+        mix_before_resize (bool): mix the streams before resizing them where a 1x1 conv
+            mixes their concatenation (:func:`mix_streams_before_resize`). Default True.
     """
 
     priority = 'VERY_LOW'
 
     def __init__(self, precision: str = 'fp32', compile: bool = False,
-                 channels_last: bool = True):
+                 channels_last: bool = True, mix_before_resize: bool = True):
         resolve_precision(precision, 'cpu')  # validate now, not at test time
         self.precision = precision
         self.compile = compile
         self.channels_last = channels_last
+        self.mix_before_resize = mix_before_resize
         self._prepared = None
 
     def before_test(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         self._prepared = prepare_for_inference(model, precision=self.precision,
                                                compile=self.compile,
-                                               channels_last=self.channels_last)
+                                               channels_last=self.channels_last,
+                                               mix_before_resize=self.mix_before_resize)
         model.test_step = self._prepared.test_step
+        mixed = any(getattr(m, 'premix', None) is not None for m in self._prepared.modules())
         runner.logger.info(
             f'hrnet_mm: testing on a copy with batch norms folded into convs'
+            f"{', streams mixed before resizing' if mixed else ''}"
             f"{', channels-last weights' if self.channels_last else ''}, precision "
             f'{self._prepared.inference_precision} ({self._prepared.inference_precision_reason})'
             f"{', compiled' if self.compile else ''}")

@@ -223,26 +223,41 @@ def _seg_model(config, **neck):
 @pytest.mark.parametrize('mode,align_corners', [('bilinear', False), ('bilinear', True),
                                                 ('nearest', None)])
 def test_fcn_head_conv_mixes_the_streams_before_resizing(mode, align_corners):
-    """The FCN-HRNetV2 configs: the head's 1x1 conv over the concatenation moves into the neck
-    and mixes each stream at its own resolution; mmseg's logits are kept at every size."""
-    model = _seg_model('hrnet_w18_cityscapes.py', upsample_mode=mode,
+    """FCN-HRNetV2-W48: the head's 1x1 conv over the concatenation moves into the neck and
+    mixes each stream at its own resolution; mmseg's logits are kept at every size."""
+    model = _seg_model('hrnet_w48_cityscapes.py', upsample_mode=mode,
                        align_corners=align_corners)
     fast = prepare_for_inference(model)
     assert len(fast.neck.premix) == 4 and isinstance(fast.decode_head.convs[0].conv,
                                                      torch.nn.Identity)
-    assert [c.in_channels for c in fast.neck.premix] == [18, 36, 72, 144]
+    assert [c.in_channels for c in fast.neck.premix] == [48, 96, 192, 384]
     assert model.neck.premix is None  # the given model keeps its graph
     assert isinstance(model.decode_head.convs[0].conv, torch.nn.Conv2d)
     # the concat-then-mix copy, for the rounding that folding alone causes
     concat_first = prepare_for_inference(model, mix_before_resize=False)
     assert concat_first.neck.premix is None
     for size in [(64, 96), (97, 131)]:
-        x = torch.randn(2, 3, *size)
+        x = torch.randn(1, 3, *size)
         with torch.no_grad():
             ref, mixed, folded = model._forward(x), fast._forward(x), concat_first._forward(x)
         scale = ref.abs().max().item()
         assert (mixed - ref).abs().max() <= 1e-4 * scale
         assert (mixed - ref).abs().max() <= 2 * (folded - ref).abs().max() + 1e-6 * scale
+
+
+def test_mixing_moves_only_where_it_saves_enough():
+    """W18's head (114 multiply-adds saved per element added to the resizing) stays after the
+    concatenation by default, where it measured no faster; moved on request, the same logits."""
+    from hrnet_mm.inference import MIX_MIN_SAVING
+    model = _seg_model('hrnet_w18_cityscapes.py')
+    assert model.neck.mix_saving(270) < MIX_MIN_SAVING
+    assert prepare_for_inference(model).neck.premix is None
+    moved = mix_streams_before_resize(fold_batch_norms(copy.deepcopy(model)), min_saving=0)
+    assert len(moved.neck.premix) == 4
+    x = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        a, b = model._forward(x), moved._forward(x)
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
 
 
 def test_necks_own_pointwise_convs_mix_before_resizing():
@@ -273,7 +288,7 @@ def test_mixing_conv_is_left_where_it_cannot_be_moved():
     pre_norm = HRNetConcatNeck(widths)
     pre_norm.mix = ConvModule(270, 32, 1, norm_cfg=dict(type='BN'), order=('norm', 'conv', 'act'))
     assert mix_streams_before_resize(pre_norm).premix is None
-    model = _seg_model('hrnet_w18_cityscapes.py')
+    model = _seg_model('hrnet_w48_cityscapes.py')
     model.decode_head.concat_input = True
     assert mix_streams_before_resize(model).neck.premix is None
     ocr = _seg_model('ocrnet_hrnet_w48_cityscapes.py')

@@ -73,6 +73,19 @@ class _StreamsNeck(BaseModule):
         # outputs are summed in place of the concatenation.
         self.premix: Optional[nn.ModuleList] = None
 
+    def mix_saving(self, out_channels: int) -> float:
+        """What :meth:`mix_before_resize` saves for a conv to ``out_channels``: the
+        multiply-adds it saves per element it adds to the resizing (each resized stream
+        becomes ``out_channels`` wide instead of its own width), from the streams' strides;
+        ``inf`` when no stream is resized."""
+        first = self.in_strides[self.in_index[0]]
+        saved = added = 0.0
+        for i in self.in_index[1:]:
+            area = (first / self.in_strides[i]) ** 2  # of a pixel at the concatenation's size
+            saved += out_channels * self.in_channels[i] * (1 - area)
+            added += out_channels - self.in_channels[i]
+        return saved / added if added > 0 else float('inf')
+
     def mix_before_resize(self, conv: nn.Conv2d) -> None:
         """Make the concatenation ``conv(concat)`` directly: ``conv`` (1x1, stride 1, no
         padding, one group) is split by stream and applied to each stream *before* it is
