@@ -163,7 +163,7 @@ def mix_streams_before_resize(model: nn.Module,
         owner.conv = nn.Identity()
         return True
 
-    for m in model.modules():
+    for m in list(model.modules()):  # moving adds modules
         if type(m) is HRNetConcatNeck and m.premix is None and _movable_pointwise(m.mix):
             move(m, m.mix)
         elif (type(m) is HRNetPyramidNeck and m.premix is None

@@ -144,6 +144,33 @@ def test_pose_and_det_networks_export_with_dynamic_size(config, task, tmp_path):
         assert diff <= 1e-4 * max(1.0, scale)
 
 
+@pytest.mark.slow
+def test_export_mixes_the_streams_before_resizing_with_the_same_output(tmp_path):
+    """The default export folds the norms and mixes the streams before resizing: the streams'
+    concatenation is gone from the graph; ``fold=False`` keeps the model's own graph. ONNX
+    Runtime gives PyTorch's logits from both."""
+    import onnx
+
+    from hrnet_mm.deploy import Runtime, export_onnx, network
+
+    from .test_inference import _seg_model
+    # the neck's own 1x1 conv mixes the streams to 64 channels
+    model = _seg_model('hrnet_w18_cityscapes.py', head=dict(in_channels=64, channels=64),
+                       out_channels=64)
+    x = torch.randn(1, 3, 96, 160)
+    with torch.no_grad():
+        ref = network(model, 'seg')(x)
+    concats = {}
+    for fold in (True, False):
+        path = export_onnx(model, 'seg', str(tmp_path / f'fold{fold}.onnx'), x, fold=fold)
+        ops = [n.op_type for n in onnx.load(path, load_external_data=False).graph.node]
+        concats[fold] = ops.count('Concat')
+        out = Runtime('onnxruntime', path)(x)[0]
+        assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert concats[False] - concats[True] == 1, concats
+    assert model.neck.premix is None  # the model exported is not changed
+
+
 def test_missing_runtime_file_says_how_to_make_it(tmp_path):
     from hrnet_mm.deploy import Runtime
     with pytest.raises(FileNotFoundError, match='run tools/deploy.py export'):

@@ -202,8 +202,9 @@ def test_profile_convs_accounts_for_every_conv():
     assert calls == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
-def _seg_model(config, **neck):
-    """An mmseg segmentor of one of our configs, random weights and norm statistics."""
+def _seg_model(config, head=None, **neck):
+    """An mmseg segmentor of one of our configs, random weights and norm statistics; ``head``
+    and ``neck`` update the config's."""
     import os.path as osp
 
     from mmengine.config import Config
@@ -213,8 +214,10 @@ def _seg_model(config, **neck):
     cfg = Config.fromfile(osp.join(REPO, 'configs', config))
     cfg.model.pop('pretrained', None)
     cfg.model.backbone.init_cfg = None
-    if neck and 'neck' in cfg.model:
+    if neck:
         cfg.model.neck.update(neck)
+    if head:
+        cfg.model.decode_head.update(head)
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = revert_sync_batchnorm(MODELS.build(cfg.model))
     return randomize_norms(quiet(model)).eval()
