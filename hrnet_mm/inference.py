@@ -30,11 +30,13 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from mmcv.cnn import ConvModule
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .memory import keep_freed_memory
+from .models.necks import HRNetConcatNeck, HRNetPyramidNeck, is_pointwise
 from .registry import HOOKS
 
 PRECISIONS = ('fp32', 'bf16', 'auto')
@@ -64,10 +66,6 @@ def _adjacent_pairs(module: nn.Module) -> List[Tuple[str, str]]:
     if isinstance(module, nn.Sequential):
         names = list(module._modules)
         return list(zip(names, names[1:]))
-    try:
-        from mmcv.cnn import ConvModule
-    except ImportError:  # pragma: no cover - mmcv is a dependency
-        ConvModule = ()
     if isinstance(module, ConvModule):
         order = list(module.order)
         if module.with_norm and order.index('norm') == order.index('conv') + 1:
@@ -102,19 +100,11 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
 def _movable_pointwise(module: nn.Module) -> Optional[nn.Conv2d]:
     """The conv an mmcv ``ConvModule`` runs first on its input, if it is a 1x1 conv (stride 1,
     no padding, one group) that can run elsewhere: nothing before it, no fused conv-bn path."""
-    try:
-        from mmcv.cnn import ConvModule
-    except ImportError:  # pragma: no cover - mmcv is a dependency
-        return None
     if type(module) is not ConvModule or list(module.order)[0] != 'conv':
         return None
     if module.with_explicit_padding or getattr(module, 'efficient_conv_bn_eval_forward', None):
         return None
-    conv = module.conv
-    if (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.padding == (0, 0) and conv.groups == 1):
-        return conv
-    return None
+    return module.conv if is_pointwise(module.conv) else None
 
 
 def _first_conv_of_fcn_head(head: nn.Module) -> Optional[nn.Module]:
@@ -154,8 +144,6 @@ def mix_streams_before_resize(model: nn.Module,
     The moved conv becomes ``nn.Identity`` where it was (its norm and activation stay). In
     place, for evaluation: the neck's output is no longer the concatenation. Returns ``model``.
     """
-    from .models.necks import HRNetConcatNeck, HRNetPyramidNeck
-
     def move(neck, owner) -> bool:
         if neck.mix_saving(owner.conv.out_channels) < min_saving:
             return False

@@ -36,6 +36,13 @@ def resize_concat(inputs: Sequence[torch.Tensor], *, mode: str = 'bilinear',
                       for x in inputs], dim=1)
 
 
+def is_pointwise(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a plain 1x1 conv (stride 1, no padding, one group): it acts on each
+    pixel alone, so it can run before a resize as well as after it."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.groups == 1)
+
+
 class _StreamsNeck(BaseModule):
     """Input checks and stream selection shared by both necks."""
 
@@ -94,8 +101,7 @@ class _StreamsNeck(BaseModule):
         each pixel alone. Far fewer multiply-adds: each stream is mixed at its own resolution
         (W48: 8x fewer than the 720-channel conv at 1/4). The caller must drop ``conv`` from
         where it ran (``prepare_for_inference`` does both); in place."""
-        if not (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1)
-                and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1):
+        if not is_pointwise(conv):
             raise ValueError(f'mix_before_resize needs a 1x1 conv with stride 1, no padding '
                              f'and one group; got {conv}')
         if conv.in_channels != self.concat_channels:
