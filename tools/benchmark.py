@@ -15,7 +15,7 @@ its argmax agreement with mmseg's float32 output. The systems:
   generic speed-ups), eager and compiled;
 * ``hrnet_mm``: ``hrnet_mm.prepare_for_inference`` at each precision, eager and compiled;
 * ``onnxruntime``: our model exported to ONNX (``hrnet_mm.deploy.export_onnx``, which folds
-  the norms and mixes the streams before resizing as ``prepare_for_inference`` does), CPU
+  the norms and mixes the streams before resizing where ``prepare_for_inference`` does), CPU
   provider, all graph optimisations (float32: its CPU provider has no bf16 path);
 * ``openvino``: the same ONNX model compiled by OpenVINO, float32 and, where the CPU has native
   bf16, bf16.

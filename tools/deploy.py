@@ -22,9 +22,9 @@ dataset and the toolbox's metric, and so does the toolbox's own test tool:
         --checkpoint work_dirs/deploy/w48/torch_weights.pth
 
 Without ``--images`` it checks on two procedural street scenes (one of an odd size). The
-exported graph has the batch norms folded into the convs and the streams mixed before resizing
-(``hrnet_mm.inference``: the same function in fewer operations); ``--no-fold`` exports the
-model's own graph.
+exported graph has the batch norms folded into the convs and, where that pays, the streams
+mixed before resizing (``hrnet_mm.inference``: the same function in fewer operations);
+``--no-fold`` exports the model's own graph.
 """
 import argparse
 import logging
@@ -95,8 +95,9 @@ def export(args):
     os.makedirs(args.out_dir, exist_ok=True)
     inputs = load_inputs(model, args.images, args.shape, task)
     onnx_path = osp.join(args.out_dir, 'model.onnx')
-    print(f'exporting the {task} network to {onnx_path} (dynamic batch, height, width'
-          f"{'' if args.no_fold else '; batch norms folded, streams mixed before resizing'})")
+    folded = '' if args.no_fold else ('; batch norms folded, streams mixed before resizing '
+                                      'where that pays')
+    print(f'exporting the {task} network to {onnx_path} (dynamic batch, height, width{folded})')
     export_onnx(model, task, onnx_path, inputs[0], fold=not args.no_fold)
     runtimes = [('onnxruntime', onnx_path, 'fp32')]
     if args.openvino:
