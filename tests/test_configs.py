@@ -5,26 +5,12 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
-from .conftest import REPO, quiet
+from .conftest import REPO, build_model
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py'))
                  + glob.glob(osp.join(REPO, 'configs', 'examples', '*.py')))
-
-
-def build_model(path):
-    cfg = Config.fromfile(path)  # imports hrnet_mm through custom_imports
-    assert cfg.custom_imports['imports'] == ['hrnet_mm']
-    if 'pretrained' in cfg.model:
-        cfg.model.pretrained = None
-    cfg.model.backbone.init_cfg = None  # no ImageNet download in tests
-    scope = cfg.default_scope
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = revert_sync_batchnorm(registry.build(cfg.model))
-    return cfg, quiet(model)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)

@@ -155,8 +155,9 @@ def test_export_mixes_the_streams_before_resizing_with_the_same_output(tmp_path)
 
     from .test_inference import _seg_model
     # the neck's own 1x1 conv mixes the streams to 64 channels
-    model = _seg_model('hrnet_w18_cityscapes.py', head=dict(in_channels=64, channels=64),
-                       out_channels=64)
+    model = _seg_model('hrnet_w18_cityscapes.py', {'model.neck.out_channels': 64,
+                                                   'model.decode_head.in_channels': 64,
+                                                   'model.decode_head.channels': 64})
     x = torch.randn(1, 3, 96, 160)
     with torch.no_grad():
         ref = network(model, 'seg')(x)

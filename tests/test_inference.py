@@ -9,7 +9,7 @@ import torch
 from hrnet_mm import (HRNet, HRNetConcatNeck, HRNetPyramidNeck, fold_batch_norms,
                       mix_streams_before_resize, prepare_for_inference)
 
-from .conftest import REPO, quiet, randomize_norms
+from .conftest import REPO, build_model, quiet, randomize_norms
 
 
 @pytest.mark.parametrize('arch', ['w18_small', 'w18'])
@@ -202,25 +202,12 @@ def test_profile_convs_accounts_for_every_conv():
     assert calls == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
-def _seg_model(config, head=None, **neck):
-    """An mmseg segmentor of one of our configs, random weights and norm statistics; ``head``
-    and ``neck`` update the config's."""
+def _seg_model(config, options=None):
+    """An mmseg segmentor of one of our configs (``options`` as ``--cfg-options``), random
+    weights and norm statistics, in eval mode."""
     import os.path as osp
-
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope
-    from mmseg.registry import MODELS
-    cfg = Config.fromfile(osp.join(REPO, 'configs', config))
-    cfg.model.pop('pretrained', None)
-    cfg.model.backbone.init_cfg = None
-    if neck:
-        cfg.model.neck.update(neck)
-    if head:
-        cfg.model.decode_head.update(head)
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    return randomize_norms(quiet(model)).eval()
+    _, model = build_model(osp.join(REPO, 'configs', config), options)
+    return randomize_norms(model).eval()
 
 
 @pytest.mark.parametrize('mode,align_corners', [('bilinear', False), ('bilinear', True),
@@ -228,8 +215,8 @@ def _seg_model(config, head=None, **neck):
 def test_fcn_head_conv_mixes_the_streams_before_resizing(mode, align_corners):
     """FCN-HRNetV2-W48: the head's 1x1 conv over the concatenation moves into the neck and
     mixes each stream at its own resolution; mmseg's logits are kept at every size."""
-    model = _seg_model('hrnet_w48_cityscapes.py', upsample_mode=mode,
-                       align_corners=align_corners)
+    model = _seg_model('hrnet_w48_cityscapes.py', {'model.neck.upsample_mode': mode,
+                                                   'model.neck.align_corners': align_corners})
     fast = prepare_for_inference(model)
     assert len(fast.neck.premix) == 4 and isinstance(fast.decode_head.convs[0].conv,
                                                      torch.nn.Identity)
