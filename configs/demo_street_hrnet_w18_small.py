@@ -1,6 +1,6 @@
 # The embedded demo: FCN-HRNetV2-W18-Small (v1, 1.5M backbone parameters) trained from scratch
 # on the procedural street scenes of tools/street_scenes.py (Cityscapes layout, 256x512 images),
-# sized to train on 2 CPU cores in a few minutes (2.7 in bf16 on an AVX512-BF16 CPU,
+# sized to train on 2 CPU cores in a few minutes (2.8 in bf16 on an AVX512-BF16 CPU,
 # docs/results.md). `bash tools/demo.sh` generates the data, trains with `mim train`, evaluates
 # with `mim test` and draws the predictions and curves.
 _base_ = ['./_base_/fcn_hrnet_cityscapes.py']

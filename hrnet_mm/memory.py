@@ -3,8 +3,8 @@
 A forward of HRNet at 512x1024 allocates tens of activations of several MiB each. glibc serves
 such blocks with ``mmap`` and unmaps them when freed (and trims the heap top), so every step
 page-faults them in again: kernel time and freshly zeroed pages. Measured on a W18 training
-step (batch 2, 512x1024, 2 cores), keeping the memory made the step 1.3x faster in bf16 and
-1.85x in float32 (docs/benchmarks.md). :func:`keep_freed_memory` raises glibc's mmap and
+step (batch 2, 512x1024, 2 cores), keeping the memory made the step 1.18x faster in bf16 and
+1.26x in float32, mmseg's own 1.45x (docs/benchmarks.md). :func:`keep_freed_memory` raises glibc's mmap and
 trim thresholds instead; :class:`KeepFreedMemoryHook` does it for ``mim train``/``mim test``
 from a config, and :func:`hrnet_mm.prepare_for_inference` does it on CPU by default.
 
@@ -54,7 +54,7 @@ class KeepFreedMemoryHook(Hook):
     logs what it did. Dataloader workers started afterwards inherit the setting. It leaves the
     allocator as it is on an accelerator (the activations are not in glibc's heap) and for a
     model with ``with_cp=True`` anywhere: that is memory chosen over speed, and a heap that is
-    never trimmed also fragments (a W18 ``with_cp`` step peaked 18% higher with it).
+    never trimmed also fragments (a W18 ``with_cp`` step peaked 8% higher with it).
     """
 
     priority = 'VERY_HIGH'
