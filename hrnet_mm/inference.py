@@ -168,6 +168,12 @@ def mix_streams_before_resize(model: nn.Module,
     return model
 
 
+def streams_mixed(model: nn.Module) -> bool:
+    """Whether :func:`mix_streams_before_resize` moved a conv in ``model`` (a neck of it mixes
+    its streams before resizing them)."""
+    return any(getattr(m, 'premix', None) is not None for m in model.modules())
+
+
 # --- precision ---------------------------------------------------------------------------------
 
 def _cpu_flags() -> set:
@@ -374,7 +380,7 @@ class FastInferenceHook(Hook):
                                                channels_last=self.channels_last,
                                                mix_before_resize=self.mix_before_resize)
         model.test_step = self._prepared.test_step
-        mixed = any(getattr(m, 'premix', None) is not None for m in self._prepared.modules())
+        mixed = streams_mixed(self._prepared)
         runner.logger.info(
             f'hrnet_mm: testing on a copy with batch norms folded into convs'
             f"{', streams mixed before resizing' if mixed else ''}"

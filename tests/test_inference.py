@@ -56,7 +56,7 @@ def test_benchmark_reports_every_system(tmp_path):
                    '--size', '64', '128', '--rounds', '2', '--no-compile', '--train',
                    '--train-config', osp.join(REPO, 'configs', 'demo_street_hrnet_w18_small.py'),
                    '--train-size', '64', '128', '--train-rounds', '1', '--profile',
-                   '--json', str(out)])
+                   '--unmixed', '--json', str(out)])
     assert 'CPU: ' in log
     res = json.loads(out.read_text())
     assert res['cpu']['model'] and isinstance(res['cpu']['flags'], list)
@@ -70,6 +70,12 @@ def test_benchmark_reports_every_system(tmp_path):
         assert 0 <= r['argmax_agreement'] <= 1
         if r['precision'] == 'fp32':  # the same network: all but near-ties of random logits
             assert r['argmax_agreement'] > 0.97, r
+        # W18-Small's head keeps the concatenation (too little saving): no row claims the
+        # streams mixed before resizing, and --unmixed has nothing to add
+        assert 'mix_before_resize' not in r, r
+    assert 'no extra rows' in log
+    ours_rows = [(r['precision'], r['compiled']) for r in res['systems'] if r['name'] == 'hrnet_mm']
+    assert len(ours_rows) == len(set(ours_rows))
     train = {(r['name'], r['precision'], r['with_cp']): r for r in res['train']}
     assert {('mmseg', 'fp32', False), ('hrnet_mm', 'fp32', False), ('mmseg', 'fp32', True),
             ('hrnet_mm', 'fp32', True)} <= set(train)

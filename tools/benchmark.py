@@ -21,7 +21,10 @@ its argmax agreement with mmseg's float32 output. The systems:
   bf16, bf16.
 
 ``--unmixed`` adds hrnet_mm and OpenVINO with the streams concatenated before the head's 1x1
-conv, as the model is written, to show what mixing before resizing gives each.
+conv, as the model is written, to show what mixing before resizing gives each. Where mixing
+before resizing applies to the model, the rows of hrnet_mm and its exports say whether they do
+it (``mix_before_resize`` in the JSON); where it does not (W18: too little saving), they carry
+no such field and ``--unmixed`` adds nothing.
 
 The CPU's model and flags are printed; absolute times mean nothing across machines, the ratios
 in one run do. The inference path keeps freed memory (see ``hrnet_mm.memory``), a
@@ -163,7 +166,9 @@ def scene(size, seed=0):
 class System:
     def __init__(self, name, precision, compiled, make, mix=None):
         self.name, self.precision, self.compiled, self.make = name, precision, compiled, make
-        self.mix = mix  # streams mixed before resizing (hrnet_mm and its exports), else None
+        # hrnet_mm and its exports, where the model's streams can be mixed before resizing:
+        # whether this row does; None otherwise
+        self.mix = mix
         self.times, self.run, self.out = [], None, None
 
     @property
@@ -183,10 +188,16 @@ class System:
 def seg_systems(ref, ours, x, args, tmp):
     from mmcv.cnn import fuse_conv_bn
 
-    from hrnet_mm import prepare_for_inference
+    from hrnet_mm import fold_batch_norms, mix_streams_before_resize, prepare_for_inference
     from hrnet_mm.deploy import Runtime, export_onnx, to_openvino
-    from hrnet_mm.inference import _compiled, native_bf16
+    from hrnet_mm.inference import _compiled, native_bf16, streams_mixed
     precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
+    # whether the defaults mix the streams before resizing (a row field only where they do)
+    mixes = streams_mixed(mix_streams_before_resize(fold_batch_norms(copy.deepcopy(ours))))
+    mixed = True if mixes else None
+    if args.unmixed and not mixes:
+        print('--unmixed: this model keeps its streams concatenated before the 1x1 conv '
+              '(mixing before resizing saves too little); no extra rows')
 
     def mmseg_fused(compiled):
         def make():
@@ -221,17 +232,17 @@ def seg_systems(ref, ours, x, args, tmp):
     systems = [System('mmseg', 'fp32', False, lambda: ref._forward)]
     compile_opts = [False, True] if args.compile else [False]
     systems += [System('mmseg+fused', 'fp32', c, mmseg_fused(c)) for c in compile_opts]
-    systems += [System('hrnet_mm', p, c, ours_at(p, c), mix=True)
+    systems += [System('hrnet_mm', p, c, ours_at(p, c), mix=mixed)
                 for p in precisions for c in compile_opts]
-    if args.unmixed:
+    if args.unmixed and mixes:
         systems += [System('hrnet_mm', p, compile_opts[-1], ours_at(p, compile_opts[-1], False),
                            mix=False) for p in precisions]
     if args.runtimes:
         systems.append(System('onnxruntime', 'fp32', False, exported('onnxruntime', 'fp32'),
-                              mix=True))
-        systems += [System('openvino', p, False, exported('openvino', p), mix=True)
+                              mix=mixed))
+        systems += [System('openvino', p, False, exported('openvino', p), mix=mixed)
                     for p in precisions]
-        if args.unmixed:
+        if args.unmixed and mixes:
             systems += [System('openvino', p, False, exported('openvino', p, fold=False),
                                mix=False) for p in precisions]
     return systems
