@@ -23,6 +23,15 @@ from ..registry import MODELS
 from .hrnet import STEM_STRIDE, UPSAMPLE_MODES
 
 
+def _resize(x: torch.Tensor, size, mode: str, align_corners: Optional[bool]) -> torch.Tensor:
+    """``x`` resized to ``size``; as is when already that size (an identity interpolation would
+    only copy). ``align_corners`` applies to bilinear only."""
+    if x.shape[-2:] == size:
+        return x
+    return F.interpolate(x, size=size, mode=mode,
+                         align_corners=align_corners if mode == 'bilinear' else None)
+
+
 def resize_concat(inputs: Sequence[torch.Tensor], *, mode: str = 'bilinear',
                   align_corners: Optional[bool] = False) -> torch.Tensor:
     """Resize every map to the first one's size and concatenate along channels.
@@ -30,10 +39,7 @@ def resize_concat(inputs: Sequence[torch.Tensor], *, mode: str = 'bilinear',
     A map already at that size is used as is (an identity interpolation would only copy).
     """
     size = inputs[0].shape[-2:]
-    ac = align_corners if mode == 'bilinear' else None
-    return torch.cat([x if x.shape[-2:] == size else
-                      F.interpolate(x, size=size, mode=mode, align_corners=ac)
-                      for x in inputs], dim=1)
+    return torch.cat([_resize(x, size, mode, align_corners) for x in inputs], dim=1)
 
 
 def is_pointwise(conv: nn.Module) -> bool:
@@ -145,12 +151,9 @@ class _StreamsNeck(BaseModule):
             return resize_concat(streams, mode=self.upsample_mode,
                                  align_corners=self.align_corners)
         size = streams[0].shape[-2:]
-        ac = self.align_corners if self.upsample_mode == 'bilinear' else None
         out = None
         for x, conv in zip(streams, self.premix):
-            y = conv(x)
-            if y.shape[-2:] != size:
-                y = F.interpolate(y, size=size, mode=self.upsample_mode, align_corners=ac)
+            y = _resize(conv(x), size, self.upsample_mode, self.align_corners)
             out = y if out is None else out + y
         return out
 
