@@ -56,5 +56,6 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=eval_interval,
                     max_keep_ckpts=2, save_last=True))
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+# The toolbox's backend (nccl) for GPU processes; CPU processes get gloo from hrnet_mm's launcher.
+env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)

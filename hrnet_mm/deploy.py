@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
+from .precision import device_of
 from .registry import MODELS
 
 TASKS = {'mmseg': 'seg', 'mmpose': 'pose', 'mmdet': 'det'}
@@ -66,7 +67,11 @@ def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *
 
     ``fold`` (default True): export a copy with batch norms folded into convs and the streams
     mixed before resizing (``hrnet_mm.inference``), the same function in fewer operations;
-    ``model`` is not changed. False exports the model's own graph."""
+    ``model`` is not changed. False exports the model's own graph. A model on a GPU is
+    exported from a copy on the CPU (the exported model runs on CPU runtimes)."""
+    example = example.cpu()
+    if device_of(model).type != 'cpu':
+        model = copy.deepcopy(model).cpu()
     if fold:
         from .inference import fold_batch_norms, mix_streams_before_resize
         model = mix_streams_before_resize(fold_batch_norms(copy.deepcopy(model).eval()))
@@ -184,7 +189,8 @@ def agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor],
 
 
 try:
-    from mmseg.models.segmentors import BaseSegmentor
+    from mmengine.config import ConfigDict
+    from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
     from mmseg.models.utils import resize
 except ImportError:  # pragma: no cover - mmseg not installed
     BaseSegmentor = None
@@ -195,9 +201,10 @@ if BaseSegmentor is not None:
     class DeployedSegmentor(BaseSegmentor):
         """An mmseg segmentor whose network is an exported model (:class:`Runtime`).
 
-        The data preprocessor, the resize of the logits to the image and mmseg's
-        post-processing are mmseg's, so ``runner.test()`` with the original config's dataset
-        and metric evaluates the exported model. ``tools/deploy.py export`` writes such a
+        The data preprocessor, the whole-image or sliding-window inference (``test_cfg``), the
+        resize of the logits to the image and mmseg's post-processing are mmseg's own
+        (``EncoderDecoder``'s methods), so ``runner.test()`` with the original config's dataset
+        and metric evaluates the exported model as mmseg evaluates the original. ``tools/deploy.py export`` writes such a
         config; ``tools/deploy.py test`` runs it.
 
         Args:
@@ -207,16 +214,27 @@ if BaseSegmentor is not None:
             precision (str): ``'fp32'`` or ``'bf16'`` (OpenVINO).
             align_corners (bool): of the resize to the image, as the decode head's.
             threads (int, optional): the runtime's intra-op threads.
+            test_cfg (dict): the original model's (``mode='whole'`` or ``'slide'`` with
+                ``crop_size`` and ``stride``). Default whole-image inference.
             data_preprocessor (dict): the original model's.
         """
 
         def __init__(self, backend: str, model_file: str, num_classes: int,
                      precision: str = 'fp32', align_corners: bool = False,
-                     threads: Optional[int] = None, data_preprocessor=None, init_cfg=None):
+                     threads: Optional[int] = None, test_cfg=None, data_preprocessor=None,
+                     init_cfg=None):
             super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
             self.runtime = Runtime(backend, model_file, precision, threads)
-            self.num_classes = num_classes
+            self.num_classes = self.out_channels = num_classes
             self.align_corners = align_corners
+            self.test_cfg = ConfigDict(test_cfg or dict(mode='whole'))
+            self.test_cfg.setdefault('mode', 'whole')
+
+        # mmseg's own choice between whole-image and sliding-window inference, over the
+        # exported network (each calls encode_decode below).
+        inference = EncoderDecoder.inference
+        whole_inference = EncoderDecoder.whole_inference
+        slide_inference = EncoderDecoder.slide_inference
 
         def _forward(self, inputs, data_samples=None):
             return self.runtime(inputs)[0]
@@ -239,5 +257,5 @@ if BaseSegmentor is not None:
                 batch_img_metas = [dict(ori_shape=inputs.shape[2:], img_shape=inputs.shape[2:],
                                         pad_shape=inputs.shape[2:],
                                         padding_size=[0, 0, 0, 0])] * inputs.shape[0]
-            return self.postprocess_result(self.encode_decode(inputs, batch_img_metas),
+            return self.postprocess_result(self.inference(inputs, batch_img_metas),
                                            data_samples)

@@ -9,10 +9,12 @@ was (a deep copy: the weights are held twice while both live):
   mixes each stream at its own resolution before resizing (:func:`mix_streams_before_resize`):
   the same function, W48's head with 8x fewer multiply-adds (where it saves enough to pay
   for wider maps to resize: W48, not W18);
-* ``precision='bf16'`` runs the network (backbone, neck, seg/pose heads; detection heads
-  stay float32) under ``torch.autocast`` in bfloat16; what comes out is float32 again, so
-  the toolbox's post-processing (resize, argmax, decoding) runs as before.
-  ``'auto'`` chooses bf16 where the hardware computes it natively and says what it chose;
+* ``precision='bf16'`` (or ``'fp16'``, CUDA only) runs the network (backbone, neck, seg/pose
+  heads; detection heads stay float32) under ``torch.autocast`` on the model's device; what
+  comes out is float32 again, so the toolbox's post-processing (resize, argmax, decoding) runs
+  as before. ``'auto'`` chooses from the model's device (:func:`hrnet_mm.precision.
+  resolve_precision`: bf16 where it is native, fp16 on GPUs without native bf16, else fp32)
+  and says what it chose. Exported models (``hrnet_mm.deploy``) run fp32 or bf16;
 * ``compile=True`` compiles those parts with inductor, weights frozen as constants. A new
   input size recompiles once; from the second size on, height and width are dynamic, so a
   validation set of many sizes does not recompile per image;
@@ -37,9 +39,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .memory import keep_freed_memory
 from .models.necks import HRNetConcatNeck, HRNetPyramidNeck, is_pointwise
+from .precision import AUTOCAST_DTYPES, check_precision, device_of, resolve_precision
 from .registry import HOOKS
-
-PRECISIONS = ('fp32', 'bf16', 'auto')
 
 
 # --- folding -----------------------------------------------------------------------------------
@@ -176,41 +177,6 @@ def streams_mixed(model: nn.Module) -> bool:
 
 # --- precision ---------------------------------------------------------------------------------
 
-def _cpu_flags() -> set:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively (not emulated through float32)."""
-    device = torch.device(device)
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported()
-    if device.type == 'cpu':
-        return bool({'avx512_bf16', 'amx_bf16'} & _cpu_flags())
-    return False
-
-
-def resolve_precision(precision: str, device) -> Tuple[str, str]:
-    """``(precision, why)``: ``'auto'`` becomes bf16 only on native bf16 hardware."""
-    if precision not in PRECISIONS:
-        raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
-    device = torch.device(device)
-    if precision != 'auto':
-        return precision, 'as asked'
-    if native_bf16(device):
-        what = ('this GPU' if device.type == 'cuda'
-                else 'this CPU (avx512_bf16/amx_bf16)')
-        return 'bf16', f'auto: {what} computes bf16 natively'
-    return 'fp32', f'auto: no native bf16 on {device.type}'
-
-
 def _to_float(out):
     if isinstance(out, torch.Tensor):
         return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
@@ -249,7 +215,7 @@ def _wrap(fn: Callable, dtype: Optional[torch.dtype], device_type: str, upcast: 
     return run
 
 
-def _compiled(fn: Callable) -> Callable:
+def compile_frozen(fn: Callable) -> Callable:
     """``torch.compile(fn)`` with the weights frozen into the graph as constants (inductor's
     ``freezing``: convolution weights pre-packed for oneDNN, norms and casts folded). The
     setting is scoped to these calls, where (re)compilation happens; ``torch.compile``'s
@@ -281,12 +247,6 @@ def _outermost(module: nn.Module, chosen: Callable[[nn.Module], bool]) -> List[n
     return [m for child in module.children() for m in _outermost(child, chosen)]
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device('cpu')
-
-
 def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile: bool = False,
                           channels_last: bool = True, mix_before_resize: bool = True,
                           keep_memory: Optional[bool] = None) -> nn.Module:
@@ -295,8 +255,10 @@ def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile:
 
     Args:
         model: an HRNet, a neck, or an mmseg/mmpose/mmdet model (it is not changed).
-        precision (str): ``'fp32'`` (default), ``'bf16'`` or ``'auto'`` (bf16 where the
-            device computes it natively). The chosen one is ``prepared.inference_precision``.
+        precision (str): ``'fp32'`` (default), ``'bf16'``, ``'fp16'`` (CUDA only) or
+            ``'auto'`` (decided from the model's device, see
+            :func:`hrnet_mm.precision.resolve_precision`). The chosen one is
+            ``prepared.inference_precision``, and why ``prepared.inference_precision_reason``.
         compile (bool): compile the network parts with inductor (weights frozen).
         channels_last (bool): store weights channels-last. Default True.
         mix_before_resize (bool): apply the 1x1 conv that mixes the concatenated streams to
@@ -314,7 +276,7 @@ def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile:
         ...     bool((fast(x)[0] - net(x)[0]).abs().max() < 1e-4)
         True
     """
-    device = _device_of(model)
+    device = device_of(model)
     precision, why = resolve_precision(precision, device)
     prepared = copy.deepcopy(model.module if is_model_wrapper(model) else model)
     prepared.eval()
@@ -325,16 +287,16 @@ def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile:
         mix_streams_before_resize(prepared)
     if channels_last:
         prepared.to(memory_format=torch.channels_last)
-    dtype = torch.bfloat16 if precision == 'bf16' else None
+    dtype = AUTOCAST_DTYPES[precision]
     if dtype is not None:
-        # hrnet_mm's own modules (backbone, necks) hold their weights in bf16 once, instead of
+        # hrnet_mm's own modules (backbone, necks) hold their weights in it once, instead of
         # autocast casting them again on every forward; other modules stay under autocast.
         for m in _outermost(prepared, lambda m: type(m).__module__.startswith('hrnet_mm.models')):
             m.to(dtype)
     for owner, name, upcast in _network_parts(prepared):
         fn = _wrap(getattr(owner, name), dtype, device.type, upcast)
         if compile:
-            fn = _compiled(fn)
+            fn = compile_frozen(fn)
         setattr(owner, name, fn)
     prepared.train = types.MethodType(_refuse_train, prepared)
     prepared.inference_precision = precision
@@ -351,10 +313,13 @@ class FastInferenceHook(Hook):
     Add ``custom_hooks = [dict(type='hrnet_mm.FastInferenceHook', precision='auto')]`` to a
     config. Only the test loop is affected (validation during training keeps the trainable
     model); the trained model is left as it is, its ``test_step`` pointing at the prepared copy
-    for the duration of the test.
+    for the duration of the test. The copy is taken when the test epoch starts, after
+    ``EMAHook`` has swapped the averaged weights in (``before_test_epoch``, at a lower priority),
+    so a ``runner.test()`` after training evaluates the weights the toolbox would evaluate.
 
     Args:
-        precision (str): ``'fp32'`` (default), ``'bf16'`` or ``'auto'``; per run with
+        precision (str): ``'fp32'`` (default), ``'bf16'``, ``'fp16'`` (CUDA) or ``'auto'``
+            (decided from the model's device); per run with
             ``mim test ... --cfg-options custom_hooks.0.precision=bf16``.
         compile (bool): compile with inductor. Default False.
         channels_last (bool): channels-last weights. Default True.
@@ -366,14 +331,14 @@ class FastInferenceHook(Hook):
 
     def __init__(self, precision: str = 'fp32', compile: bool = False,
                  channels_last: bool = True, mix_before_resize: bool = True):
-        resolve_precision(precision, 'cpu')  # validate now, not at test time
+        check_precision(precision)  # validate now; the device is judged at test time
         self.precision = precision
         self.compile = compile
         self.channels_last = channels_last
         self.mix_before_resize = mix_before_resize
         self._prepared = None
 
-    def before_test(self, runner) -> None:
+    def before_test_epoch(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         self._prepared = prepare_for_inference(model, precision=self.precision,
                                                compile=self.compile,
@@ -388,7 +353,7 @@ class FastInferenceHook(Hook):
             f'{self._prepared.inference_precision} ({self._prepared.inference_precision_reason})'
             f"{', compiled' if self.compile else ''}")
 
-    def after_test(self, runner) -> None:
+    def after_test_epoch(self, runner, metrics=None) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if 'test_step' in vars(model):
             del model.test_step

@@ -20,6 +20,29 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'slow: trains, exports or benchmarks (the quick tier is -m "not slow")')
+    config.addinivalue_line(
+        'markers', 'cuda: its subject is a CUDA GPU; skipped with the reason on a host without')
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='its subject is a CUDA GPU and this host has none')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def on_the_cpu_unless_marked_cuda(request, monkeypatch):
+    """Every test not marked ``cuda`` has the CPU for its subject, on any host. mmengine's Runner
+    puts the model on the GPU whenever the host has one (``get_device``, decided when mmengine is
+    imported), so on a CUDA host the Runner here is pinned to the CPU; commands run by
+    :func:`run_cli` see no GPU."""
+    if 'cuda' not in request.keywords:
+        import mmengine.runner.runner as runner_module
+        monkeypatch.setattr(runner_module, 'get_device', lambda: 'cpu')
+    yield
 
 
 @pytest.fixture(autouse=True)
@@ -76,10 +99,20 @@ def randomize_norms(model, seed=0):
     return model
 
 
-def run_cli(args, cwd=REPO, timeout=900):
-    """Run a command line as a user would; fail the test with its output if it fails."""
+def cli_env(gpus=False):
+    """The environment of a command a test runs: this venv's tools first on PATH, unbuffered
+    output, and no GPU visible unless ``gpus`` (the suite's subject is the CPU)."""
     env = dict(os.environ, PYTHONUNBUFFERED='1')
+    if not gpus:
+        env['CUDA_VISIBLE_DEVICES'] = ''
     env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
+    return env
+
+
+def run_cli(args, cwd=REPO, timeout=900, gpus=False):
+    """Run a command line as a user would (:func:`cli_env`); fail the test with its output if
+    it fails."""
+    env = cli_env(gpus)
     proc = subprocess.run(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
     if proc.returncode != 0:

@@ -11,7 +11,7 @@ import torch
 
 import hrnet_mm  # noqa: F401  (registers the local checkpoint loader on import)
 
-from .conftest import REPO
+from .conftest import REPO, cli_env
 
 
 def _runner_checkpoint(tmp_path, cfg_extra=''):
@@ -43,7 +43,7 @@ runner = Runner(model=Toy(), work_dir={str(tmp_path)!r},
                                                    by_epoch=False)))
 runner.train()
 '''
-    subprocess.run([sys.executable, '-c', script], check=True, cwd=tmp_path,
+    subprocess.run([sys.executable, '-c', script], check=True, cwd=tmp_path, env=cli_env(),
                    stdout=subprocess.DEVNULL)
     return osp.join(tmp_path, 'iter_2.pth')
 

@@ -4,17 +4,15 @@ mmengine loads non-strictly (Pretrained init, ``load_from``, ``mim test --checkp
 warns about missing keys, so a ResNet checkpoint would run with a half-initialised HRNet.
 hrnet_mm refuses unless the backbone is built with ``partial_load=True``.
 """
-import os
 import os.path as osp
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from hrnet_mm import CheckpointMismatchError, HRNet
 
-from .conftest import REPO, quiet
+from .conftest import REPO, cli_env, quiet
 
 
 def save(tmp_path, name, state_dict):
@@ -40,8 +38,7 @@ def test_resnet_checkpoint_through_mim_test_is_refused(street_data, tmp_path):
     args = ['mim', 'test', 'mmsegmentation', osp.join(REPO, 'configs', 'hrnet_w48_cityscapes.py'),
             '--checkpoint', ckpt, '--work-dir', str(tmp_path / 'test'), '--cfg-options',
             f'test_dataloader.dataset.data_root={street_data}', 'model.pretrained=None']
-    env = dict(os.environ, PATH=osp.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
-    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(args, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert 'Testing finished successfully' not in out

@@ -139,14 +139,14 @@ def test_norm_eval_keeps_norms_in_eval_while_training():
 
 
 def test_zero_init_residual_zeroes_each_last_norm():
-    from hrnet_mm.models.blocks import _ResidualBlock
+    from hrnet_mm.models.blocks import ResidualBlock
     net = quiet(HRNet('w18_small', zero_init_residual=True))
-    blocks = [m for m in net.modules() if isinstance(m, _ResidualBlock)]
+    blocks = [m for m in net.modules() if isinstance(m, ResidualBlock)]
     assert len(blocks) == 1 + 2 * 2 + 2 * 3 + 2 * 4  # stage 1..4 units of w18_small
     assert all(b.last_norm.weight.abs().sum() == 0 for b in blocks)
     net = quiet(HRNet('w18_small'))
     assert all(b.last_norm.weight.abs().sum() > 0 for b in net.modules()
-               if isinstance(b, _ResidualBlock))
+               if isinstance(b, ResidualBlock))
 
 
 def test_w48_has_mmseg_parameter_count():

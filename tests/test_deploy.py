@@ -178,3 +178,35 @@ def test_missing_runtime_file_says_how_to_make_it(tmp_path):
         Runtime('onnxruntime', str(tmp_path / 'nope.onnx'))
     with pytest.raises(ValueError, match="no bf16 path"):
         Runtime('onnxruntime', __file__, precision='bf16')
+
+
+@pytest.mark.slow
+def test_deployed_segmentor_slides_as_mmseg_does(tmp_path):
+    """``test_cfg.mode='slide'``: the exported model runs mmseg's own sliding window, so its
+    logits are the PyTorch segmentor's in slide mode. Would catch: the whole image run once
+    (the window ignored), which differs from slide by far more than the export's rounding."""
+    from mmengine.config import ConfigDict
+
+    from hrnet_mm.deploy import DeployedSegmentor, export_onnx
+
+    from .conftest import build_model, randomize_norms
+    _, model = build_model(osp.join(REPO, 'tests', 'configs', 'demo_tiny.py'))
+    model = randomize_norms(model).eval()
+    path = export_onnx(model, 'seg', str(tmp_path / 'model.onnx'), torch.rand(1, 3, 64, 64))
+    slide = dict(mode='slide', crop_size=(64, 96), stride=(48, 64))
+    deployed = DeployedSegmentor('onnxruntime', path, num_classes=19, test_cfg=slide,
+                                 data_preprocessor=model.data_preprocessor).eval()
+    x = torch.randn(1, 3, 100, 150)
+
+    def metas():  # fresh each call: mmseg's slide_inference writes the crop's shape into them
+        return [dict(img_shape=(100, 150), ori_shape=(100, 150), pad_shape=(100, 150),
+                     padding_size=[0, 0, 0, 0])]
+    with torch.no_grad():
+        model.test_cfg = ConfigDict(slide)
+        torch_slide = model.inference(x, metas())
+        model.test_cfg = ConfigDict(mode='whole')
+        torch_whole = model.inference(x, metas())
+        ours = deployed.inference(x, metas())
+    scale = torch_slide.abs().max()
+    assert (torch_slide - torch_whole).abs().max() > 1e-2 * scale
+    assert (ours - torch_slide).abs().max() <= 1e-4 * scale

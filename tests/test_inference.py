@@ -179,15 +179,6 @@ def test_bf16_keeps_every_decision_that_is_not_a_near_tie():
     assert agree >= 0.999, agree
 
 
-def test_auto_precision_says_what_it_chose():
-    from hrnet_mm.inference import native_bf16, resolve_precision
-    chosen, why = resolve_precision('auto', 'cpu')
-    assert chosen == ('bf16' if native_bf16(torch.device('cpu')) else 'fp32')
-    assert why.startswith('auto:')
-    with pytest.raises(ValueError, match="precision must be one of"):
-        resolve_precision('fp16x', 'cpu')
-
-
 @pytest.mark.slow
 def test_profile_convs_accounts_for_every_conv():
     import os.path as osp
@@ -294,3 +285,55 @@ def test_mixing_conv_is_left_where_it_cannot_be_moved():
     with torch.no_grad():
         a, b = ocr._forward(x), fast._forward(x)
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+
+
+@pytest.mark.slow
+def test_hook_tests_the_ema_weights_after_training(street_data, tmp_path):
+    """The test loop run in the process that trained with ``EMAHook``: the prepared copy holds
+    the averaged weights, which EMAHook swaps in when the test epoch starts. Would catch: the
+    copy taken before the swap (``before_test``), which tests the raw weights. (``runner.test()``
+    would not show it: it calls ``before_run`` again, where mmengine's EMAHook starts a new
+    average from the raw weights, with or without hrnet_mm.)"""
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    from hrnet_mm import FastInferenceHook
+
+    from .conftest import REPO
+    x = torch.rand(1, 3, 64, 128) * 255
+    seen = {}
+
+    class Probe(Hook):
+        priority = 'LOWEST'  # after EMAHook's swap and FastInferenceHook's copy
+
+        def before_test(self, runner):
+            with torch.no_grad():
+                seen['raw'] = runner.model._forward(runner.model.data_preprocessor(
+                    dict(inputs=[x[0].byte()]), False)['inputs'])
+
+        def before_test_epoch(self, runner):
+            model = runner.model
+            hook = next(h for h in runner.hooks if isinstance(h, FastInferenceHook))
+            inputs = model.data_preprocessor(dict(inputs=[x[0].byte()]), False)['inputs']
+            with torch.no_grad():
+                seen['ema'] = model._forward(inputs)
+                seen['prepared'] = hook._prepared._forward(inputs)
+
+    cfg = Config.fromfile(osp.join(REPO, 'tests', 'configs', 'demo_tiny.py'))
+    cfg.work_dir = str(tmp_path)
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = street_data
+    cfg.test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+    cfg.train_cfg.val_interval = 1000
+    cfg.custom_hooks = [dict(type='EMAHook', momentum=0.5),
+                        dict(type='hrnet_mm.FastInferenceHook')]
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(Probe())
+    runner.train()
+    runner.test_loop.run()
+    scale = seen['ema'].abs().max()
+    assert (seen['raw'] - seen['ema']).abs().max() > 1e-2 * scale  # the averages differ
+    assert (seen['prepared'] - seen['ema']).abs().max() <= 1e-4 * scale

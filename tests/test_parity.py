@@ -22,7 +22,7 @@ from mmpose.models.backbones import HRNet as PoseHRNet
 from mmseg.models.backbones import HRNet as SegHRNet
 
 from hrnet_mm import HRNet, HRNetPyramidNeck
-from hrnet_mm.models.blocks import _ResidualBlock
+from hrnet_mm.models.blocks import ResidualBlock
 
 from .conftest import REPO, quiet, randomize_norms
 
@@ -247,7 +247,7 @@ def test_stock_config_with_type_swapped_is_identical(scope, path, size):
 def test_zero_init_residual_works_where_the_peer_flag_does_nothing(peer):
     ours = quiet(HRNet(arch=None, extra=TINY, compat=peer, zero_init_residual=True))
     theirs = quiet(PEERS[peer](extra=copy.deepcopy(TINY), zero_init_residual=True))
-    last_norms = [m.last_norm for m in ours.modules() if isinstance(m, _ResidualBlock)]
+    last_norms = [m.last_norm for m in ours.modules() if isinstance(m, ResidualBlock)]
     assert last_norms and all(not n.weight.any() and not n.bias.any() for n in last_norms)
     assert all(m.weight.all() for m in theirs.modules() if isinstance(m, _BatchNorm))
 

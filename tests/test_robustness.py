@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hrnet_mm import HRNet, HRNetConcatNeck, HRNetPyramidNeck
 from hrnet_mm.convert import ConversionError, convert
 
-from .conftest import REPO, quiet, randomize_norms, run_cli
+from .conftest import REPO, cli_env, quiet, randomize_norms, run_cli
 
 CONVERT = [sys.executable, osp.join(REPO, 'tools', 'convert_checkpoint.py')]
 
@@ -205,9 +205,8 @@ def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(street_data, t
     full, crashed = str(tmp_path / 'full'), str(tmp_path / 'crashed')
     run_cli([sys.executable, train, cfg, '--work-dir', full] + opts)
 
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
     proc = subprocess.Popen([sys.executable, train, cfg, '--work-dir', crashed] + opts,
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not osp.exists(osp.join(crashed, 'last_checkpoint')) and time.time() < deadline:

@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import os.path as osp
-import platform
 import statistics
 import sys
 import tempfile
@@ -62,17 +61,8 @@ FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile'
 
 
 def cpu_info():
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name') and model in ('', platform.machine()):
-                    model = line.split(':', 1)[1].strip()
-                elif line.startswith('flags'):
-                    flags = set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    return dict(model=model, flags=[f for f in FLAGS_OF_INTEREST if f in flags],
+    from hrnet_mm.precision import cpu_flags, cpu_model
+    return dict(model=cpu_model(), flags=[f for f in FLAGS_OF_INTEREST if f in cpu_flags()],
                 cores=os.cpu_count())
 
 
@@ -190,7 +180,8 @@ def seg_systems(ref, ours, x, args, tmp):
 
     from hrnet_mm import fold_batch_norms, mix_streams_before_resize, prepare_for_inference
     from hrnet_mm.deploy import Runtime, export_onnx, to_openvino
-    from hrnet_mm.inference import _compiled, native_bf16, streams_mixed
+    from hrnet_mm.inference import compile_frozen, streams_mixed
+    from hrnet_mm.precision import native_bf16
     precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
     # whether the defaults mix the streams before resizing (a row field only where they do)
     mixes = streams_mixed(mix_streams_before_resize(fold_batch_norms(copy.deepcopy(ours))))
@@ -204,7 +195,7 @@ def seg_systems(ref, ours, x, args, tmp):
             m = fuse_conv_bn(copy.deepcopy(ref)).to(memory_format=torch.channels_last)
             fn = m._forward
             if compiled:
-                fn = _compiled(fn)
+                fn = compile_frozen(fn)
             return lambda t: fn(t.contiguous(memory_format=torch.channels_last))
         return make
 
@@ -250,7 +241,7 @@ def seg_systems(ref, ours, x, args, tmp):
 
 def pose_systems(ref, ours, x, args):
     from hrnet_mm import prepare_for_inference
-    from hrnet_mm.inference import native_bf16
+    from hrnet_mm.precision import native_bf16
     precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
     compile_opts = [False, True] if args.compile else [False]
 
@@ -445,7 +436,7 @@ def train_systems(args):
     (``hrnet_mm.KeepFreedMemoryHook``); mmseg with kept memory too, so that the difference
     the allocator makes is measured apart from the network's. ``--glibc-defaults``: every
     system with glibc's defaults."""
-    from hrnet_mm.inference import native_bf16
+    from hrnet_mm.precision import native_bf16
     ours = not args.glibc_defaults
     best = 'bf16' if 'bf16' in args.precisions and native_bf16(torch.device('cpu')) else 'fp32'
     systems = [('mmseg', 'fp32', False, False, False)]

@@ -90,7 +90,7 @@ def load_inputs(model, images, shape, task):
 
 def export(args):
     from hrnet_mm.deploy import Runtime, agreement, export_onnx, network, to_openvino
-    from hrnet_mm.inference import native_bf16
+    from hrnet_mm.precision import native_bf16
     cfg, model, task = build(args.config, args.checkpoint)
     os.makedirs(args.out_dir, exist_ok=True)
     inputs = load_inputs(model, args.images, args.shape, task)
@@ -141,6 +141,7 @@ def deployed_model(cfg, model, task, exported):
         return dict(_delete_=True, type='hrnet_mm.DeployedSegmentor', **exported,
                     num_classes=head['num_classes'],
                     align_corners=head.get('align_corners', False),
+                    test_cfg=plain(cfg.model.get('test_cfg') or dict(mode='whole')),
                     data_preprocessor=plain(cfg.model.data_preprocessor))
     if task == 'pose':
         from mmpose.models.heads import HeatmapHead

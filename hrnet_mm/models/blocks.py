@@ -16,7 +16,7 @@ from mmengine.model import BaseModule
 from . import norms
 
 
-class _ResidualBlock(BaseModule):
+class ResidualBlock(BaseModule):
     """Shared forward of both residual units: ``relu(body(x) + shortcut(x))``.
 
     Subclasses build ``conv{k}``/``bn{k}`` pairs for ``k = 1..depth`` (a ReLU follows every
@@ -85,7 +85,7 @@ class _ResidualBlock(BaseModule):
         return self.relu(out)
 
 
-class BasicBlock(_ResidualBlock):
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs (``conv1``/``bn1``, ``conv2``/``bn2``)."""
 
     expansion = 1
@@ -100,7 +100,7 @@ class BasicBlock(_ResidualBlock):
         self._set_shortcut(downsample)
 
 
-class Bottleneck(_ResidualBlock):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3 (carrying the stride, as torchvision's "pytorch" style), 1x1 expand."""
 
     expansion = 4

@@ -23,7 +23,7 @@ from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 
 from ..registry import MODELS
 from . import norms
-from .blocks import BLOCKS, _ResidualBlock, make_res_layer
+from .blocks import BLOCKS, ResidualBlock, make_res_layer
 from .layout import CheckpointMismatchError, describe_checkpoint, match_preset
 
 
@@ -224,22 +224,25 @@ def _tracing() -> bool:
 
 @contextlib.contextmanager
 def _running_stats_frozen(norms: Sequence[nn.Module]):
-    """Batch norms keep their running statistics and ``num_batches_tracked`` as they are.
+    """Batch norms leave their running statistics and ``num_batches_tracked`` as they found
+    them, and still record for backward exactly what they did the first time (in training
+    mode a norm normalises with the batch's statistics, not the running ones).
 
-    With momentum 0 the update writes back the same values bit for bit (``1 * r + 0 * m``),
-    and the norm still records for backward exactly what it did the first time.
+    The statistics are restored from a copy rather than updated at momentum 0: ``1 * r + 0 *
+    m`` is not ``r`` when the batch statistic ``m`` is inf or NaN (``0 * inf`` is NaN), as in
+    an fp16 step that overflows. With the copy, such a step leaves the exchange's norms
+    exactly as the toolboxes leave theirs (which are not recomputed): updated once, by the
+    forward.
     """
-    saved = [(m.momentum, m.num_batches_tracked.clone()
-              if m.num_batches_tracked is not None else None) for m in norms]
+    saved = [[t.clone() if t is not None else None
+              for t in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
     try:
-        for m in norms:
-            m.momentum = 0.0
         yield
     finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
+        for m, copies in zip(norms, saved):
+            for t, kept in zip((m.running_mean, m.running_var, m.num_batches_tracked), copies):
+                if kept is not None:
+                    t.copy_(kept)
 
 
 class HRModule(BaseModule):
@@ -615,7 +618,7 @@ class HRNet(BaseModule):
                 "copy, set model.pretrained='/path/to/hrnetv2_wXX.pth'.") from err
         if self.zero_init_residual and not pretrained:
             for m in self.modules():
-                if isinstance(m, _ResidualBlock):
+                if isinstance(m, ResidualBlock):
                     constant_init(m.last_norm, 0)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
