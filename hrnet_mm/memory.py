@@ -15,10 +15,10 @@ it is an explicit call or config entry, never a side effect of importing hrnet_m
 """
 import ctypes
 
-import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from .precision import device_of
 from .registry import HOOKS
 
 _KEEPING_FREED_MEMORY = False
@@ -61,7 +61,7 @@ class KeepFreedMemoryHook(Hook):
 
     def before_run(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        device = next((p.device for p in model.parameters()), torch.device('cpu'))
+        device = device_of(model)
         if device.type != 'cpu':
             runner.logger.info(f'hrnet_mm: model on {device}, glibc allocator left as it is')
         elif any(getattr(m, 'with_cp', False) is True for m in model.modules()):
