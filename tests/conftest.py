@@ -68,22 +68,12 @@ def quiet(module):
 
 
 def build_model(path, options=None):
-    """``(cfg, model)`` for a config of ours, built through its toolbox's registry as the tools
-    do, without pretrained weights; ``options`` as ``--cfg-options`` (dotted keys)."""
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope
-    cfg = Config.fromfile(path)  # imports hrnet_mm through custom_imports
+    """``(cfg, model)`` for a config of ours, built as the tools build it
+    (:func:`hrnet_mm.builder.build_model`: no pretrained weights, eval mode), its weights
+    initialised as the Runner would; ``options`` as ``--cfg-options`` (dotted keys)."""
+    from hrnet_mm.builder import build_model as build
+    cfg, _, model = build(path, options)
     assert cfg.custom_imports['imports'] == ['hrnet_mm']
-    if options:
-        cfg.merge_from_dict(options)
-    if 'pretrained' in cfg.model:
-        cfg.model.pretrained = None
-    cfg.model.backbone.init_cfg = None  # no ImageNet download in tests
-    scope = cfg.default_scope
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = revert_sync_batchnorm(registry.build(cfg.model))
     return cfg, quiet(model)
 
 

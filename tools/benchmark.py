@@ -92,11 +92,8 @@ def calibrate_norms(model, x):
 # --- the models ----------------------------------------------------------------------------
 
 def build(cfg_model, scope):
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        return revert_sync_batchnorm(registry.build(cfg_model)).eval()
+    from hrnet_mm.builder import build_in_scope
+    return build_in_scope(cfg_model, scope).eval()
 
 
 def mmseg_equivalent(cfg_model, ours, with_cp=False):

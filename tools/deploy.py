@@ -43,7 +43,7 @@ def build(config, checkpoint):
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
-    from get_flops import build_model
+    from hrnet_mm.builder import build_model
     from hrnet_mm.deploy import TASKS
     MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
     cfg, scope, model = build_model(config)

@@ -8,13 +8,11 @@ same count, done with ``inputs`` only. Works for mmseg and mmpose configs (the w
 tensor path) and mmdet configs (backbone + neck, the part hrnet_mm provides).
 """
 import argparse
-import importlib
 
 import torch
 from mmengine.analysis import get_model_complexity_info
-from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import DefaultScope
+
+from hrnet_mm.builder import build_model
 
 
 class TensorPath(torch.nn.Module):
@@ -26,19 +24,6 @@ class TensorPath(torch.nn.Module):
         if self.scope == 'mmdet':
             return self.model.extract_feat(x)
         return self.model._forward(x)
-
-
-def build_model(config):
-    """``(cfg, scope, model)``: a config's model as its toolbox builds it, in eval mode, with
-    no pretrained download and SyncBN reverted to BN (one process)."""
-    cfg = Config.fromfile(config)
-    cfg.model.pop('pretrained', None)
-    cfg.model.backbone.init_cfg = None
-    scope = cfg.get('default_scope', 'mmseg')
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = revert_sync_batchnorm(registry.build(cfg.model)).eval()
-    return cfg, scope, model
 
 
 def complexity(model, scope, shape):

@@ -92,7 +92,8 @@ def input_shape(cfg, scope):
 
 def count(path):
     sys.path.insert(0, osp.join(REPO, 'tools'))
-    from get_flops import build_model, complexity
+    from get_flops import complexity
+    from hrnet_mm.builder import build_model
     cfg, scope, model = build_model(path)
     params = sum(p.numel() for p in model.parameters())  # the auxiliary head included
     shape = input_shape(cfg, scope)
