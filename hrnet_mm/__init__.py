@@ -9,8 +9,8 @@ from .safe_load import register_checkpoint_loader
 from .models import (ARCH_ZOO, TOOLBOX_DEFAULTS, CheckpointMismatchError, HRModule, HRNet,
                      HRNetConcatNeck, HRNetConfigError, HRNetPyramidNeck, resize_concat)
 from .amp import MixedPrecisionOptimWrapper
-from .inference import (FastInferenceHook, fold_batch_norms, mix_streams_before_resize,
-                        prepare_for_inference)
+from .inference import FastInferenceHook, prepare_for_inference
+from .rewrites import fold_batch_norms, mix_streams_before_resize
 from .memory import KeepFreedMemoryHook, keep_freed_memory
 from .registry import HOOKS, MODELS, OPTIM_WRAPPERS
 

@@ -66,14 +66,14 @@ def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *
     height and width; ``example`` is an input batch of the right channel count.
 
     ``fold`` (default True): export a copy with batch norms folded into convs and the streams
-    mixed before resizing (``hrnet_mm.inference``), the same function in fewer operations;
+    mixed before resizing (``hrnet_mm.rewrites``), the same function in fewer operations;
     ``model`` is not changed. False exports the model's own graph. A model on a GPU is
     exported from a copy on the CPU (the exported model runs on CPU runtimes)."""
     example = example.cpu()
     if device_of(model).type != 'cpu':
         model = copy.deepcopy(model).cpu()
     if fold:
-        from .inference import fold_batch_norms, mix_streams_before_resize
+        from .rewrites import fold_batch_norms, mix_streams_before_resize
         model = mix_streams_before_resize(fold_batch_norms(copy.deepcopy(model).eval()))
     net = network(model, task)
     batch = torch.export.Dim('batch', min=1, max=1024)

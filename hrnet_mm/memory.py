@@ -16,9 +16,8 @@ it is an explicit call or config entry, never a side effect of importing hrnet_m
 import ctypes
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
-from .precision import device_of
+from .precision import device_of, unwrap
 from .registry import HOOKS
 
 _KEEPING_FREED_MEMORY = False
@@ -60,7 +59,7 @@ class KeepFreedMemoryHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_run(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap(runner.model)
         device = device_of(model)
         if device.type != 'cpu':
             runner.logger.info(f'hrnet_mm: model on {device}, glibc allocator left as it is')

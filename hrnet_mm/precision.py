@@ -5,7 +5,8 @@ parameters (or the tensor at hand), never from what the host has: a model on the
 host is a CPU model, and a GPU that only emulates bfloat16 (V100, T4: torch's
 ``is_bf16_supported()`` counts emulation as support) does not compute it natively.
 
-* :func:`device_of`: the device of a module's parameters (buffers, if it has none).
+* :func:`unwrap`: the model a wrapper (DDP) holds; :func:`device_of`: the device of a module's
+  parameters (buffers, if it has none).
 * :func:`native_bf16`, :func:`native_fp16`: whether a device computes that type in hardware:
   CUDA bfloat16 from compute capability 8.0 (Ampere), float16 from 7.0 (Volta's tensor cores);
   CPU bfloat16 with AVX512-BF16 or AMX-BF16 (read from :func:`cpu_flags`).
@@ -21,6 +22,13 @@ import torch.nn as nn
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'auto')
 #: The autocast dtype of each concrete precision (None: no autocast).
 AUTOCAST_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside an mmengine model wrapper (``MMDistributedDataParallel`` and the
+    like), or ``model`` itself."""
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
 
 
 def device_of(module: nn.Module) -> torch.device:

@@ -44,7 +44,9 @@ def test_backbone_traces_without_graph_breaks():
 @pytest.mark.slow
 def test_benchmark_reports_every_system(tmp_path):
     """tools/benchmark.py as documented, at a small size: every system timed side by side,
-    with its start-up time and argmax agreement; the training rows with peak memory."""
+    with its start-up time and argmax agreement; the training rows with peak memory; the
+    profile accounts for every conv of the model. Would catch: a system missing or failing, a
+    float32 system that computes another function, a profile that misses the convolutions."""
     import json
     import os.path as osp
     import sys
@@ -62,8 +64,8 @@ def test_benchmark_reports_every_system(tmp_path):
     assert res['cpu']['model'] and isinstance(res['cpu']['flags'], list)
     names = {r['name'] for r in res['systems']}
     assert {'mmseg', 'mmseg+fused', 'hrnet_mm', 'onnxruntime', 'openvino'} <= names
-    assert res['systems'][0]['name'] == 'mmseg' and res['systems'][0]['argmax_agreement'] == 1
-    for r in res['systems']:
+    assert res['systems'][0]['name'] == 'mmseg'  # the reference the others are compared with
+    for r in res['systems'][1:]:
         assert set(r) >= {'name', 'precision', 'compiled', 'median_s', 'min_s', 'startup_s',
                           'argmax_agreement'}
         assert 0 < r['min_s'] <= r['median_s'] and r['startup_s'] > 0
@@ -80,12 +82,16 @@ def test_benchmark_reports_every_system(tmp_path):
     assert {('mmseg', 'fp32', False), ('hrnet_mm', 'fp32', False), ('mmseg', 'fp32', True),
             ('hrnet_mm', 'fp32', True)} <= set(train)
     assert all(r['peak_mib'] > 0 and r['median_s'] > 0 for r in res['train'])
-    # --profile: where the time of our eager rows goes, the largest operators first
-    for prof in list(res['profiles'].values()) + list(res['train_profiles'].values()):
-        shares = [op['share'] for op in prof['ops']]
-        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
-    assert 'hrnet_mm fp32' in res['profiles'] and 'training step, hrnet_mm fp32' in \
-        res['train_profiles']
+    # --profile: one forward of our eager model runs each of the model's convs once, and they
+    # take most of its time (HRNet is convolutions, whatever the CPU)
+    from hrnet_mm.builder import build_model
+    _, _, model = build_model(osp.join(REPO, 'configs', 'demo_street_hrnet_w18_small.py'))
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    ops = res['profiles']['hrnet_mm fp32']['ops']
+    conv_ops = [op for op in ops if 'convolution' in op['op']]
+    assert sum(op['calls'] for op in conv_ops) == convs, (convs, conv_ops)
+    assert sum(op['share'] for op in conv_ops) > 0.5, ops
+    assert 'training step, hrnet_mm fp32' in res['train_profiles']
 
 
 def test_folding_leaves_norms_that_run_before_their_conv():
@@ -235,7 +241,7 @@ def test_fcn_head_conv_mixes_the_streams_before_resizing(mode, align_corners):
 def test_mixing_moves_only_where_it_saves_enough():
     """W18's head (114 multiply-adds saved per element added to the resizing) stays after the
     concatenation by default, where it measured no faster; moved on request, the same logits."""
-    from hrnet_mm.inference import MIX_MIN_SAVING
+    from hrnet_mm.rewrites import MIX_MIN_SAVING
     model = _seg_model('hrnet_w18_cityscapes.py')
     assert model.neck.mix_saving(270) < MIX_MIN_SAVING
     assert prepare_for_inference(model).neck.premix is None

@@ -57,7 +57,7 @@ def test_equals_torch_batch_norm_in_float32(c, kw):
         x, dy = batch(c, seed=seed)
         assert norms.applies(ours, x)
         y0, g0 = step(ref, lambda m, t: m(t), x, dy)
-        y1, g1 = step(ours, norms.run, x, dy)
+        y1, g1 = step(ours, norms.forward_with_wide_norms, x, dy)
         assert y1.is_contiguous(memory_format=torch.channels_last)
         assert g1.is_contiguous(memory_format=torch.channels_last)
         assert rel(y1, y0) < 1e-5 and rel(g1, g0) < 1e-5
@@ -87,7 +87,7 @@ def test_bfloat16_error_is_that_of_torch_batch_norm(c):
     exact = copy.deepcopy(norm).double()
     y_ref, g_ref = step(exact, lambda m, t: m(t), x.double(), dy.double())
     errors = {}
-    for name, forward in (('torch', lambda m, t: m(t)), ('wide', norms.run)):
+    for name, forward in (('torch', lambda m, t: m(t)), ('wide', norms.forward_with_wide_norms)):
         m = copy.deepcopy(norm)
         y, g = step(m, forward, x, dy)
         assert y.dtype == g.dtype == torch.bfloat16
@@ -117,7 +117,7 @@ def test_steps_aside_where_it_does_not_apply():
     assert not norms.applies(norm, x.double())
     assert not norms.applies(nn.GroupNorm(2, c), x)
     with pytest.raises(ValueError, match='expected 2D or 3D input'):  # torch's own error
-        norms.run(nn.BatchNorm1d(c), x)
+        norms.forward_with_wide_norms(nn.BatchNorm1d(c), x)
 
     class Custom(nn.BatchNorm2d):
         def forward(self, x):
@@ -131,12 +131,12 @@ def test_steps_aside_where_it_does_not_apply():
     seen = []
     norm.register_forward_hook(lambda m, i, o: seen.append(o))
     assert not norms.applies(norm, x)
-    out = norms.run(norm, x)
+    out = norms.forward_with_wide_norms(norm, x)
     assert len(seen) == 1 and seen[0] is out  # hooks still run: the module ran itself
 
     seq = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), make_norm(c))
     seq.register_forward_pre_hook(lambda m, i: seen.append('pre'))
-    norms.run(seq, x)
+    norms.forward_with_wide_norms(seq, x)
     assert seen[-1] == 'pre'
 
 

@@ -2,7 +2,7 @@
 
 * the installed toolboxes' stock configs (read as a user's config is read, through mmengine);
 * mmpretrain's ``HRNet.arch_zoo`` (mmpretrain/models/backbones/hrnet.py, open-mmlab/mmpretrain
-  at 9fe593e), transcribed below;
+  at 9fe593e), transcribed below row for row (mmpretrain is not installed here);
 * the official HRNet-Image-Classification configs (experiments/cls_hrnet_*.yaml), transcribed
   below: the only source for the small v1 layout.
 
@@ -17,16 +17,38 @@ from mmengine.config import Config
 from hrnet_mm import ARCH_ZOO, HRNet
 
 
-def _standard(w):
-    return [(1, 1, 'BOTTLENECK', (4,), (64,)),
-            (1, 2, 'BASIC', (4, 4), (w, 2 * w)),
-            (4, 3, 'BASIC', (4, 4, 4), (w, 2 * w, 4 * w)),
-            (3, 4, 'BASIC', (4, 4, 4, 4), (w, 2 * w, 4 * w, 8 * w))]
-
-
-# mmpretrain's arch_zoo: w18, w30, w32, w40, w44, w48, w64 all have this shape, with the
-# widths below (its rows list the four widths explicitly; they are w, 2w, 4w, 8w in each).
-MMPRETRAIN_ARCH_ZOO = {f'w{w}': _standard(w) for w in (18, 30, 32, 40, 44, 48, 64)}
+# mmpretrain's HRNet.arch_zoo (open-mmlab/mmpretrain 9fe593e, mmpretrain/models/backbones/
+# hrnet.py), row for row as it is written there.
+MMPRETRAIN_ARCH_ZOO = {
+    'w18': [(1, 1, 'BOTTLENECK', (4,), (64,)),
+            (1, 2, 'BASIC', (4, 4), (18, 36)),
+            (4, 3, 'BASIC', (4, 4, 4), (18, 36, 72)),
+            (3, 4, 'BASIC', (4, 4, 4, 4), (18, 36, 72, 144))],
+    'w30': [(1, 1, 'BOTTLENECK', (4,), (64,)),
+            (1, 2, 'BASIC', (4, 4), (30, 60)),
+            (4, 3, 'BASIC', (4, 4, 4), (30, 60, 120)),
+            (3, 4, 'BASIC', (4, 4, 4, 4), (30, 60, 120, 240))],
+    'w32': [(1, 1, 'BOTTLENECK', (4,), (64,)),
+            (1, 2, 'BASIC', (4, 4), (32, 64)),
+            (4, 3, 'BASIC', (4, 4, 4), (32, 64, 128)),
+            (3, 4, 'BASIC', (4, 4, 4, 4), (32, 64, 128, 256))],
+    'w40': [(1, 1, 'BOTTLENECK', (4,), (64,)),
+            (1, 2, 'BASIC', (4, 4), (40, 80)),
+            (4, 3, 'BASIC', (4, 4, 4), (40, 80, 160)),
+            (3, 4, 'BASIC', (4, 4, 4, 4), (40, 80, 160, 320))],
+    'w44': [(1, 1, 'BOTTLENECK', (4,), (64,)),
+            (1, 2, 'BASIC', (4, 4), (44, 88)),
+            (4, 3, 'BASIC', (4, 4, 4), (44, 88, 176)),
+            (3, 4, 'BASIC', (4, 4, 4, 4), (44, 88, 176, 352))],
+    'w48': [(1, 1, 'BOTTLENECK', (4,), (64,)),
+            (1, 2, 'BASIC', (4, 4), (48, 96)),
+            (4, 3, 'BASIC', (4, 4, 4), (48, 96, 192)),
+            (3, 4, 'BASIC', (4, 4, 4, 4), (48, 96, 192, 384))],
+    'w64': [(1, 1, 'BOTTLENECK', (4,), (64,)),
+            (1, 2, 'BASIC', (4, 4), (64, 128)),
+            (4, 3, 'BASIC', (4, 4, 4), (64, 128, 256)),
+            (3, 4, 'BASIC', (4, 4, 4, 4), (64, 128, 256, 512))],
+}
 
 # HRNet-Image-Classification, experiments/cls_hrnet_<name>_sgd_lr5e-2_wd1e-4_bs32_x100.yaml.
 OFFICIAL_CLS = {

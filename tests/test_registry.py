@@ -29,15 +29,26 @@ def test_hrnet_mm_types_resolve_from_each_toolbox(scope):
 
 @pytest.mark.parametrize('scope', list(SCOPES))
 def test_toolbox_defaults_follow_the_registry_scope(scope):
-    """Built from a toolbox's config (its default scope), settings left out are that toolbox's."""
+    """Built from a toolbox's config (its default scope), every setting the config leaves out is
+    what that toolbox's own HRNet does with the same stage table: its upsampling mode (mmpose's
+    and mmdet's nearest, mmseg's bilinear), how many streams it returns, norm_eval and init_cfg.
+    Would catch: a default copied wrong into hrnet_mm's table, or the scope not followed."""
+    import torch
     registry = importlib.import_module(SCOPES[scope]).MODELS
     with DefaultScope.overwrite_default_scope(scope):
-        net = registry.build(dict(type='hrnet_mm.HRNet', arch='w18_small'))
-    expected = hrnet_mm.TOOLBOX_DEFAULTS[scope]
-    assert net.compat == scope
-    assert (net.upsample_mode, net.multiscale_output, net.norm_eval) == (
-        expected['upsample_mode'], expected['multiscale_output'], expected['norm_eval'])
-    assert net.init_cfg == expected['init_cfg']
+        ours = registry.build(dict(type='hrnet_mm.HRNet', arch='w18_small'))
+        theirs = registry.build(dict(type='HRNet', extra=EXTRA))
+    assert ours.compat == scope
+    modes = {m.mode for m in theirs.modules()
+             if hasattr(m, 'scale_factor') and hasattr(m, 'mode')}
+    assert modes == {ours.upsample_mode}
+    assert ours.upsample_mode == ('bilinear' if scope == 'mmseg' else 'nearest')
+    theirs.eval()  # (mmseg's and mmdet's train() return None)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert len(ours.eval()(x)) == len(theirs(x))
+    assert ours.norm_eval == theirs.norm_eval
+    assert ours.init_cfg == theirs.init_cfg
     assert HRNet('w18_small').compat is None  # outside any toolbox: hrnet_mm's own defaults
     with DefaultScope.overwrite_default_scope(scope):
         assert registry.build(dict(type='hrnet_mm.HRNet', arch='w18_small',

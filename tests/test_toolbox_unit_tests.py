@@ -13,7 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from hrnet_mm import HRNet
 from hrnet_mm.models.blocks import BasicBlock, Bottleneck
-from hrnet_mm.models.hrnet import HRModule
+from hrnet_mm.models.exchange import HRModule
 
 
 def w32_extra(num_stages=4):

@@ -177,7 +177,8 @@ def seg_systems(ref, ours, x, args, tmp):
 
     from hrnet_mm import fold_batch_norms, mix_streams_before_resize, prepare_for_inference
     from hrnet_mm.deploy import Runtime, export_onnx, to_openvino
-    from hrnet_mm.inference import compile_frozen, streams_mixed
+    from hrnet_mm.inference import compile_frozen
+    from hrnet_mm.rewrites import streams_mixed
     from hrnet_mm.precision import native_bf16
     precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
     # whether the defaults mix the streams before resizing (a row field only where they do)
@@ -627,7 +628,7 @@ def main():
     quiet_logs()
     torch.set_num_threads(args.threads)
     if not args.glibc_defaults:
-        from hrnet_mm.inference import keep_freed_memory
+        from hrnet_mm.memory import keep_freed_memory
         keep_freed_memory()
     else:  # prepare_for_inference must not change it either
         import hrnet_mm.inference as inference

@@ -23,7 +23,7 @@ dataset and the toolbox's metric, and so does the toolbox's own test tool:
 
 Without ``--images`` it checks on two procedural street scenes (one of an odd size). The
 exported graph has the batch norms folded into the convs and, where that pays, the streams
-mixed before resizing (``hrnet_mm.inference``: the same function in fewer operations);
+mixed before resizing (``hrnet_mm.rewrites``: the same function in fewer operations);
 ``--no-fold`` exports the model's own graph.
 """
 import argparse

@@ -325,7 +325,8 @@ def check_ddp(setting, rows):
     ckpt = osp.join(work, 'run', 'iter_20.pth')
     ok = proc.returncode == 0 and osp.exists(ckpt)
     if ok:
-        state = torch.load(ckpt, map_location='cpu', weights_only=False)['state_dict']
+        from mmengine.runner import CheckpointLoader  # hrnet_mm's weights_only loader
+        state = CheckpointLoader.load_checkpoint(ckpt, map_location='cpu')['state_dict']
         ok = all(torch.isfinite(v).all().item() for k, v in state.items() if 'running' in k)
     row(rows, 'e', 'two-process DDP + SyncBN over NCCL, 20 iterations', proc.returncode, 0, ok,
         log_tail=(proc.stdout + proc.stderr)[-2000:])

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine: set up the environment (tools/bootstrap.sh), then pytest.
 # Arguments go to pytest: `bash tools/test.sh` runs everything; `bash tools/test.sh -m "not slow"`
-# is the quick tier (no training, export or benchmark runs); `-k parity` picks by name.
+# is the quick tier (no training, export or benchmark runs); `-k parity` picks by name;
+# `-m cuda` the tests whose subject is a GPU (skipped, with the reason, on a host without one).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv=$(bash tools/bootstrap.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
-exec python -m pytest tests "$@"
+# --durations=15: the slowest tests, so the next person sees where the time goes.
+exec python -m pytest tests --durations=15 "$@"

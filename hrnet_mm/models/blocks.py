@@ -70,11 +70,11 @@ class ResidualBlock(BaseModule):
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         for k in range(1, self.depth + 1):
-            out = norms.run(self.norm(k), getattr(self, f'conv{k}')(out))
+            out = norms.forward_with_wide_norms(self.norm(k), getattr(self, f'conv{k}')(out))
             if k < self.depth:
                 out = self.relu(out)
         # In place: the norm's output is ours and its backward does not need it.
-        out += norms.run(self.downsample, x)
+        out += norms.forward_with_wide_norms(self.downsample, x)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 
 from ..registry import MODELS
-from .hrnet import STEM_STRIDE, UPSAMPLE_MODES
+from .arch import STEM_STRIDE, UPSAMPLE_MODES
 
 
 def _resize(x: torch.Tensor, size, mode: str, align_corners: Optional[bool]) -> torch.Tensor:

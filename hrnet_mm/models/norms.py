@@ -9,10 +9,10 @@ tensors (measured by ``tools/benchmark.py --norms``). Reading the same memory as
 gives the kernels full vectors; per-channel statistics are then combined from the ``k``
 groups, exactly as the pooled mean and variance of the whole batch.
 
-:func:`run` is how HRNet calls its norms: ``module(x)``, except for a batch norm in training on
-a channels-last CPU tensor of such a width, for which it does what ``_BatchNorm.forward`` does
-(same running-statistics update, ``num_batches_tracked``, momentum ``None``, output and
-gradients equal up to float rounding) with the wide view. Anything else — eval mode, GPU,
+:func:`forward_with_wide_norms` is how HRNet calls its norms: ``module(x)``, except for a
+batch norm in training on a channels-last CPU tensor of such a width, for which it does what
+``_BatchNorm.forward`` does (same running-statistics update, ``num_batches_tracked``, momentum
+``None``, output and gradients equal up to float rounding) with the wide view. Anything else — eval mode, GPU,
 contiguous tensors, 16-multiples, a module with hooks, a custom norm, a distributed SyncBN,
 graphs being traced or compiled — runs the module as it is.
 """
@@ -54,7 +54,7 @@ def _plain_batch_norm(module: nn.Module) -> bool:
 
 
 def applies(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether :func:`run` takes the wide-view batch norm for ``module(x)``."""
+    """Whether :func:`forward_with_wide_norms` takes the wide-view batch norm for ``module(x)``."""
     if not (isinstance(module, _BatchNorm) and module.training and x.dim() == 4
             and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)):
         return False
@@ -69,12 +69,12 @@ def applies(module: nn.Module, x: torch.Tensor) -> bool:
     return _plain_batch_norm(module) and not _hooked(module)
 
 
-def run(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def forward_with_wide_norms(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``; ``nn.Sequential`` containers are walked so that their batch norms
     qualify too (unless the container itself has hooks)."""
     if isinstance(module, nn.Sequential) and not _hooked(module):
         for m in module:
-            x = run(m, x)
+            x = forward_with_wide_norms(m, x)
         return x
     if applies(module, x):
         return batch_norm_forward(module, x)

@@ -1,13 +1,18 @@
-"""Read an HRNet's stage table back from a state dict, and say what a checkpoint is.
+"""Whether a checkpoint fits an :class:`~hrnet_mm.HRNet`, and if not, what it is.
 
-Used when a checkpoint reaches an :class:`~hrnet_mm.HRNet` that it does not fit, so the error
-can name what the checkpoint holds (an HRNet of another layout, HRNet keys under another
-prefix, a ResNet) and the fix (``arch=``, ``prefix=``, the config it was trained with).
+:func:`check_checkpoint_fits` refuses a checkpoint that lacks any of the backbone's tensors or
+holds one of another shape, where mmengine's non-strict loading would warn and carry on with a
+half-loaded backbone. The error names what the checkpoint holds (an HRNet of another layout,
+read back from its keys; HRNet keys under another prefix; a ResNet) and the fix (``arch=``,
+``prefix=``, the config it was trained with).
 """
 import re
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
+import torch.nn as nn
+
+from .arch import ARCH_ZOO, STAGE_FIELDS
 
 # A key every HRNet (ours, mmseg's, mmdet's, mmpose's, mmpretrain's) has.
 ANCHOR = 'stage2.0.branches.0.0.conv1.weight'
@@ -58,9 +63,8 @@ def same_stages(a: Mapping, b: Mapping) -> bool:
     """Two stage tables describe the same network (lists and tuples alike)."""
     if sorted(a) != sorted(b):
         return False
-    fields = ('num_modules', 'num_branches', 'block', 'num_blocks', 'num_channels')
     norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
-    return all(norm(a[s].get(f)) == norm(b[s].get(f)) for s in a for f in fields)
+    return all(norm(a[s].get(f)) == norm(b[s].get(f)) for s in a for f in STAGE_FIELDS)
 
 
 def match_preset(stages: Mapping, zoo: Mapping[str, dict]) -> Optional[str]:
@@ -119,3 +123,32 @@ def describe_checkpoint(state_dict: Mapping, prefix: str,
         what = 'not an HRNet'
     what += f" (its keys start with {', '.join(groups)})" if groups else ' (it holds no tensors)'
     return what, 'use the config (and backbone) the checkpoint was trained with'
+
+
+def check_checkpoint_fits(backbone: nn.Module, state_dict: Mapping, prefix: str) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` holds every tensor of
+    ``backbone`` (an HRNet) under ``prefix``, each of the same shape."""
+    own = backbone.state_dict()
+    # Checkpoints from before torch 0.4.1 lack num_batches_tracked; torch fills it in.
+    required = [k for k in own if not k.endswith('num_batches_tracked')]
+    missing = [k for k in required if prefix + k not in state_dict]
+    wrong = [(k, tuple(state_dict[prefix + k].shape), tuple(v.shape))
+             for k, v in own.items()
+             if isinstance(state_dict.get(prefix + k), torch.Tensor)
+             and state_dict[prefix + k].shape != v.shape]
+    if not missing and not wrong:
+        return
+    what, fix = describe_checkpoint(state_dict, prefix, ARCH_ZOO)
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} of its {len(required)} tensors are missing from '
+                        f'the checkpoint (e.g. {prefix}{missing[0]})')
+    if wrong:
+        k, theirs, ours = wrong[0]
+        problems.append(f'{len(wrong)} differ in shape (e.g. {prefix}{k}: {theirs} in the '
+                        f'checkpoint vs {ours} here)')
+    raise CheckpointMismatchError(
+        f"checkpoint does not fit hrnet_mm.HRNet(arch={backbone.arch!r}) under prefix "
+        f"{prefix!r}: {' and '.join(problems)}. The checkpoint looks like {what}. "
+        f'Fix: {fix}. For a deliberate partial load (e.g. RGB weights into '
+        'in_channels=4), build the backbone with partial_load=True.')
