@@ -88,8 +88,9 @@ def test_benchmark_reports_every_system(tmp_path):
     _, _, model = build_model(osp.join(REPO, 'configs', 'demo_street_hrnet_w18_small.py'))
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     ops = res['profiles']['hrnet_mm fp32']['ops']
-    conv_ops = [op for op in ops if 'convolution' in op['op']]
-    assert sum(op['calls'] for op in conv_ops) == convs, (convs, conv_ops)
+    conv_ops = [op for op in ops if 'conv' in op['op']]
+    # aten::convolution is the entry every conv call passes (the kernels below it vary)
+    assert [op['calls'] for op in ops if op['op'] == 'aten::convolution'] == [convs], ops
     assert sum(op['share'] for op in conv_ops) > 0.5, ops
     assert 'training step, hrnet_mm fp32' in res['train_profiles']
 
