@@ -13,7 +13,7 @@ host is a CPU model, and a GPU that only emulates bfloat16 (V100, T4: torch's
 * :func:`resolve_precision`: ``'auto'`` made concrete for a device, with the reason.
 """
 import functools
-from typing import FrozenSet, Tuple
+from typing import Dict, FrozenSet, Tuple
 
 import torch
 import torch.nn as nn
@@ -42,33 +42,30 @@ def device_of(module: nn.Module) -> torch.device:
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_flags() -> FrozenSet[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+def _cpuinfo() -> Dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo`` (empty where there is none)."""
+    fields: Dict[str, str] = {}
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
-                if line.startswith('flags'):
-                    return frozenset(line.split(':', 1)[1].split())
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(':')
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return frozenset()
+    return fields
+
+
+def cpu_flags() -> FrozenSet[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    return frozenset(_cpuinfo().get('flags', '').split())
 
 
 def cpu_model() -> str:
     """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
     import platform
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cuda_capability(device: torch.device) -> Tuple[int, int]:
-    return torch.cuda.get_device_capability(device)
+    return (_cpuinfo().get('model name') or platform.processor() or platform.machine())
 
 
 def native_bf16(device) -> bool:
@@ -77,7 +74,7 @@ def native_bf16(device) -> bool:
     if device.type == 'cuda':
         if torch.version.hip:  # every ROCm GPU torch supports has bfloat16 units
             return torch.cuda.is_bf16_supported()
-        return _cuda_capability(device) >= (8, 0)
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == 'cpu':
         return bool({'avx512_bf16', 'amx_bf16'} & cpu_flags())
     return False
@@ -88,7 +85,7 @@ def native_fp16(device) -> bool:
     compute capability 7.0 on). CPUs are not counted: hrnet_mm's CPU paths are bf16."""
     device = torch.device(device)
     if device.type == 'cuda':
-        return bool(torch.version.hip) or _cuda_capability(device) >= (7, 0)
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (7, 0)
     return False
 
 
@@ -98,7 +95,7 @@ def describe(device) -> str:
     device = torch.device(device)
     if device.type == 'cuda':
         index = device.index if device.index is not None else torch.cuda.current_device()
-        major, minor = _cuda_capability(torch.device('cuda', index))
+        major, minor = torch.cuda.get_device_capability(index)
         return f'cuda:{index} ({torch.cuda.get_device_name(index)}, sm_{major}{minor})'
     if device.type == 'cpu':
         return f'cpu ({cpu_model()})'

@@ -337,13 +337,12 @@ CHECKS = {'a': check_exactness, 'b': check_training, 'c': check_inference, 'd': 
 
 
 def environment(setting):
+    from hrnet_mm.precision import describe
     info = dict(torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
                 device=str(setting.device), smoke=setting.smoke)
     if setting.device.type == 'cuda':
-        from hrnet_mm.precision import describe
         info.update(gpu=describe(setting.device), gpus=torch.cuda.device_count())
     else:
-        from hrnet_mm.precision import describe
         info.update(cpu=describe('cpu'))
     return info
 
