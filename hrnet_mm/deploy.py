@@ -20,9 +20,17 @@ So that each toolbox's own test loop, datasets and metrics evaluate an exported 
   the backbone of a detector without its neck, whose heads (in PyTorch) load their weights
   from the checkpoint ``tools/deploy.py export`` writes beside the model.
 
+:func:`quantize_openvino` makes an int8 model of an OpenVINO one (NNCF's post-training
+quantization, calibrated on the images it is given; with ``max_drop``, NNCF's accuracy-controlled
+mode, which keeps the layers that cost accuracy in floating point).
+
 ``tools/deploy.py`` is the command line: ``export`` writes such a config for every runtime,
-``test`` runs it. onnxruntime and openvino are optional
-(``pip install .[deploy]``).
+``test`` runs it. onnxruntime, openvino and nncf are optional (``pip install .[deploy]``).
+
+Precisions: an exported model runs in fp32 (either runtime), bf16 (OpenVINO, on a CPU with
+native bf16) or int8 (OpenVINO, a model made by :func:`quantize_openvino`); the PyTorch paths
+(``prepare_for_inference``, ``FastInferenceHook``) have fp32 and bf16. Nothing picks int8 by
+itself: its accuracy is for a person to check (``tools/deploy.py test``).
 """
 import copy
 import os.path as osp
@@ -38,6 +46,8 @@ from .registry import MODELS
 
 TASKS = {'mmseg': 'seg', 'mmpose': 'pose', 'mmdet': 'det'}
 BACKENDS = ('onnxruntime', 'openvino')
+# the precisions each runtime has for an exported model
+PRECISIONS = {'onnxruntime': ('fp32',), 'openvino': ('fp32', 'bf16', 'int8')}
 
 
 class _Network(nn.Module):
@@ -103,8 +113,10 @@ class Runtime:
     Args:
         backend (str): ``'onnxruntime'`` or ``'openvino'``.
         path (str): ``.onnx`` (either backend) or OpenVINO ``.xml``.
-        precision (str): ``'fp32'`` or ``'bf16'`` (OpenVINO's ``INFERENCE_PRECISION_HINT``;
-            ONNX Runtime's CPU provider computes in float32 only).
+        precision (str): ``'fp32'``, ``'bf16'`` (OpenVINO's ``INFERENCE_PRECISION_HINT``) or
+            ``'int8'`` (OpenVINO, a model quantized by :func:`quantize_openvino`; the layers
+            it left in floating point run at OpenVINO's default precision). ONNX Runtime's
+            CPU provider computes in float32 only.
         threads (int, optional): intra-op threads; default the runtime's own choice.
     """
 
@@ -112,17 +124,19 @@ class Runtime:
                  threads: Optional[int] = None):
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-        if precision not in ('fp32', 'bf16'):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in PRECISIONS['openvino']:
+            raise ValueError(f"precision must be one of {PRECISIONS['openvino']}, "
+                             f'got {precision!r}')
         if not osp.isfile(path):
-            raise FileNotFoundError(f'no exported model at {path!r}; run tools/deploy.py export')
+            raise FileNotFoundError(f'no exported model at {path!r}; run tools/deploy.py export'
+                                    + (' --int8' if precision == 'int8' else ''))
         self.backend, self.path, self.precision = backend, path, precision
         try:
             if backend == 'onnxruntime':
                 import onnxruntime as ort
                 if precision != 'fp32':
-                    raise ValueError("ONNX Runtime's CPU provider has no bf16 path; use "
-                                     "precision='fp32' or backend='openvino'")
+                    raise ValueError(f"ONNX Runtime's CPU provider has no {precision} path; "
+                                     "use precision='fp32' or backend='openvino'")
                 options = ort.SessionOptions()
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 if threads:
@@ -132,14 +146,30 @@ class Runtime:
                 self._input = self._session.get_inputs()[0].name
             else:
                 import openvino as ov
-                config = {'INFERENCE_PRECISION_HINT': 'f32' if precision == 'fp32' else 'bf16'}
+                core = ov.Core()
+                model = core.read_model(path)
+                if (precision == 'int8') != is_quantized(model):
+                    raise ValueError(
+                        f'{path} is a quantized (int8) model: use precision=\'int8\''
+                        if precision != 'int8' else
+                        f'{path} is not quantized: make an int8 model with tools/deploy.py '
+                        'export --openvino --int8 (hrnet_mm.deploy.quantize_openvino)')
+                config = {}
+                if precision != 'int8':
+                    config['INFERENCE_PRECISION_HINT'] = 'f32' if precision == 'fp32' else 'bf16'
                 if threads:
                     config['INFERENCE_NUM_THREADS'] = threads
-                self._compiled = ov.Core().compile_model(path, 'CPU', config)
-                self._request = self._compiled.create_infer_request()
+                self.use_compiled(core.compile_model(model, 'CPU', config))
         except ImportError as err:
             raise ImportError(f'{backend} is not installed: pip install .[deploy] '
                               f'(or pip install {backend})') from err
+
+    def use_compiled(self, compiled) -> 'Runtime':
+        """Run an OpenVINO ``CompiledModel`` from now on (NNCF's accuracy control hands one
+        to its validation function)."""
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        return self
 
     def __call__(self, x: torch.Tensor) -> List[torch.Tensor]:
         array = np.ascontiguousarray(x.detach().float().cpu().numpy())
@@ -159,7 +189,7 @@ class ExportedNetwork(BaseModule):
     Args:
         backend (str): ``'onnxruntime'`` or ``'openvino'``.
         model_file (str): the exported model.
-        precision (str): ``'fp32'`` or ``'bf16'`` (OpenVINO).
+        precision (str): ``'fp32'``, ``'bf16'`` or ``'int8'`` (OpenVINO).
         threads (int, optional): the runtime's intra-op threads.
     """
 
@@ -170,6 +200,73 @@ class ExportedNetwork(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return tuple(t.to(x.device) for t in self.runtime(x))
+
+
+def is_quantized(model) -> bool:
+    """Whether an OpenVINO model (``ov.Model``) has int8 layers (NNCF's FakeQuantize)."""
+    return any(op.get_type_name() == 'FakeQuantize' for op in model.get_ops())
+
+
+def float_convolutions(model) -> List[str]:
+    """The convolutions of an OpenVINO model whose weights are not int8 (quantized weights are
+    int8 constants or pass a FakeQuantize): all of them in a floating-point model, those that
+    an accuracy-controlled quantization kept in floating point in an int8 one."""
+    def quantized_weights(node, depth=0):
+        kind = node.get_type_name()
+        if kind == 'FakeQuantize':
+            return True
+        if kind == 'Constant':
+            return node.get_output_element_type(0).get_type_name() in ('i8', 'u8', 'i4', 'u4')
+        return depth < 4 and any(quantized_weights(v.get_node(), depth + 1)
+                                 for v in node.input_values())
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in ('Convolution', 'GroupConvolution')
+            and not quantized_weights(op.input_value(1).get_node())]
+
+
+def quantize_openvino(xml_path: str, calibration: Sequence[np.ndarray], out_path: str, *,
+                      max_drop: Optional[float] = None, validation: Optional[Sequence] = None,
+                      validate=None) -> List[str]:
+    """Quantize an OpenVINO model to int8 with NNCF and save it to ``out_path``.
+
+    Post-training quantization (NNCF's defaults: per-channel symmetric int8 weights, int8
+    activations with ranges from ``calibration``, fast bias correction). With ``max_drop``,
+    NNCF's accuracy-controlled mode instead: ``validate(compiled_model, validation)`` returns
+    the metric (higher is better) and layers are returned to floating point, the most costly
+    first, until the int8 model is within ``max_drop`` (absolute, in the metric's units) of the
+    floating-point one.
+
+    Args:
+        xml_path (str): the floating-point OpenVINO model (:func:`to_openvino`).
+        calibration: input batches (NCHW float32 arrays, normalised as the model's input).
+        out_path (str): where the int8 ``.xml`` (+ ``.bin``) goes.
+        max_drop (float, optional): the largest metric drop accepted.
+        validation, validate: the validation items and the metric function (with
+            ``max_drop``).
+
+    Returns:
+        The names of the convolutions left in floating point (none without ``max_drop``).
+    """
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as err:
+        raise ImportError('int8 quantization needs NNCF and OpenVINO: pip install .[deploy] '
+                          '(or pip install nncf openvino)') from err
+    if not len(calibration):
+        raise ValueError('no calibration images: quantization needs at least one')
+    model = ov.Core().read_model(xml_path)
+    data = nncf.Dataset(calibration)
+    if max_drop is None:
+        quantized = nncf.quantize(model, data, subset_size=len(calibration))
+    else:
+        if validate is None or not validation:
+            raise ValueError('max_drop needs validation items and a validate function')
+        quantized = nncf.quantize_with_accuracy_control(
+            model, data, nncf.Dataset(validation), validation_fn=validate, max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration))
+    ov.save_model(quantized, out_path)
+    return float_convolutions(quantized)
 
 
 def agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor],
@@ -211,7 +308,7 @@ if BaseSegmentor is not None:
             backend (str): ``'onnxruntime'`` or ``'openvino'``.
             model_file (str): the exported model.
             num_classes (int): classes of the logits.
-            precision (str): ``'fp32'`` or ``'bf16'`` (OpenVINO).
+            precision (str): ``'fp32'``, ``'bf16'`` or ``'int8'`` (OpenVINO).
             align_corners (bool): of the resize to the image, as the decode head's.
             threads (int, optional): the runtime's intra-op threads.
             test_cfg (dict): the original model's (``mode='whole'`` or ``'slide'`` with

@@ -34,9 +34,10 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_
                                                            tmp_path):
     cfg, ckpt, miou_torch = trained_tiny
     out_dir = str(tmp_path / 'deploy')
-    log = run_cli(DEPLOY + ['export', cfg, ckpt, '--openvino', '--out-dir', out_dir])
+    log = run_cli(DEPLOY + ['export', cfg, ckpt, '--int8', '--calib', '3', '--out-dir', out_dir,
+                            '--cfg-options', f'val_dataloader.dataset.data_root={street_data}'])
     # every runtime checked on two scenes, one of them of an odd size (dynamic H and W)
-    rows = re.findall(r'(onnxruntime|openvino)\s+(fp32|bf16)\s+input (\d) \((\d+), (\d+)\): '
+    rows = re.findall(r'(onnxruntime|openvino)\s+(fp32|bf16|int8)\s+input (\d) \((\d+), (\d+)\): '
                       r'max \|diff\| ([0-9.e+-]+) \(largest \|output\| ([0-9.]+)\), '
                       r'argmax agreement ([0-9.]+)%', log)
     assert {(r[0], r[1]) for r in rows} >= {('onnxruntime', 'fp32'), ('openvino', 'fp32')}
@@ -59,6 +60,26 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_
                    '--cfg-options', f'test_dataloader.dataset.data_root={street_data}',
                    f"test_evaluator.1.output_dir={tmp_path / 'cs2'}"])
     assert abs(float(re.findall(r'mIoU: ([0-9.]+)', out)[-1]) - miou_torch) <= 0.2
+    # int8 (--int8 implies --openvino): calibrated on 3 of the 4 validation scenes, checked
+    # against PyTorch, and evaluated by mmseg's metric; an int8 model is not an fp32 one
+    assert 'calibration images: 3/3' in log
+    int8 = [r for r in rows if r[1] == 'int8']
+    assert len(int8) == 2 and all(float(r[-1]) > 90.0 for r in int8), int8
+    import openvino as ov
+
+    from hrnet_mm.deploy import Runtime, float_convolutions
+    model_int8 = osp.join(out_dir, 'model_int8.xml')
+    assert not float_convolutions(ov.Core().read_model(model_int8))  # every conv in int8
+    with pytest.raises(ValueError, match="use precision='int8'"):
+        Runtime('openvino', model_int8, 'fp32')
+    with pytest.raises(ValueError, match='not quantized: make an int8 model'):
+        Runtime('openvino', osp.join(out_dir, 'model.xml'), 'int8')
+    out = run_cli(DEPLOY + ['test', osp.join(out_dir, 'deploy_openvino_int8.py'), '--work-dir',
+                            str(tmp_path / 'test8'), '--cfg-options',
+                            f'test_dataloader.dataset.data_root={street_data}',
+                            f"test_evaluator.1.output_dir={tmp_path / 'cs8'}"])
+    miou_int8 = float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
+    assert abs(miou_int8 - miou_torch) <= 0.5, (miou_int8, miou_torch)
 
 
 def metric(log, name):
@@ -210,3 +231,43 @@ def test_deployed_segmentor_slides_as_mmseg_does(tmp_path):
     scale = torch_slide.abs().max()
     assert (torch_slide - torch_whole).abs().max() > 1e-2 * scale
     assert (ours - torch_slide).abs().max() <= 1e-4 * scale
+
+
+def deploy_cli(monkeypatch, *args):
+    """tools/deploy.py's command line, in this process: its error as a user reads it."""
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    import deploy
+    monkeypatch.setattr(sys, 'argv', ['tools/deploy.py'] + list(args))
+    with pytest.raises(SystemExit) as exit_:
+        deploy.main()
+    return str(exit_.value)
+
+
+TINY = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
+
+
+def test_int8_export_refuses_what_it_cannot_calibrate(street_data, tmp_path, monkeypatch):
+    """Each refusal comes before the export (minutes for a large model) and names the fix:
+    no NNCF; a validation set that cannot be read or has no images; more calibration images
+    than the set has; calibration options without --int8."""
+    out = ['--out-dir', str(tmp_path / 'out')]
+    root = f'val_dataloader.dataset.data_root={street_data}'
+    monkeypatch.setitem(sys.modules, 'nncf', None)  # a host without the deploy extra
+    assert 'pip install .[deploy]' in deploy_cli(monkeypatch, 'export', TINY, '--int8', *out,
+                                                 '--cfg-options', root)
+    monkeypatch.delitem(sys.modules, 'nncf')
+    missing = deploy_cli(monkeypatch, 'export', TINY, '--int8', *out, '--cfg-options',
+                         f'val_dataloader.dataset.data_root={tmp_path / "nowhere"}')
+    assert "cannot read the config's validation set" in missing
+    assert 'val_dataloader.dataset.data_root=PATH' in missing
+    empty = tmp_path / 'empty'
+    for sub in ('leftImg8bit/val', 'gtFine/val'):
+        (empty / sub).mkdir(parents=True)
+    assert 'has no images' in deploy_cli(monkeypatch, 'export', TINY, '--int8', *out,
+                                         '--cfg-options',
+                                         f'val_dataloader.dataset.data_root={empty}')
+    assert 'the validation set has 4 images; give --calib between 1 and 4' in deploy_cli(
+        monkeypatch, 'export', TINY, '--int8', '--calib', '5', *out, '--cfg-options', root)
+    assert '--calib and --max-drop go with --int8' in deploy_cli(
+        monkeypatch, 'export', TINY, '--calib', '2', *out)
+    assert not (tmp_path / 'out').exists()  # nothing was exported

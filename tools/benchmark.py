@@ -180,7 +180,8 @@ def seg_systems(ref, ours, x, args, tmp):
     from hrnet_mm.inference import compile_frozen
     from hrnet_mm.rewrites import streams_mixed
     from hrnet_mm.precision import native_bf16
-    precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
+    precisions = [p for p in args.precisions
+                  if p == 'fp32' or (p == 'bf16' and native_bf16(x.device))]
     # whether the defaults mix the streams before resizing (a row field only where they do)
     mixes = streams_mixed(mix_streams_before_resize(fold_batch_norms(copy.deepcopy(ours))))
     mixed = True if mixes else None
@@ -204,20 +205,6 @@ def seg_systems(ref, ours, x, args, tmp):
             return m._forward
         return make
 
-    def exported(backend, precision, fold=True):
-        def make():
-            onnx_path = osp.join(tmp, 'model.onnx' if fold else 'model_unfolded.onnx')
-            if not osp.exists(onnx_path):
-                export_onnx(ours, 'seg', onnx_path, x, fold=fold)
-            path = onnx_path
-            if backend == 'openvino':
-                path = onnx_path[:-len('.onnx')] + '.xml'
-                if not osp.exists(path):
-                    to_openvino(onnx_path, path)
-            runtime = Runtime(backend, path, precision, threads=torch.get_num_threads())
-            return lambda t: runtime(t)[0]
-        return make
-
     systems = [System('mmseg', 'fp32', False, lambda: ref._forward)]
     compile_opts = [False, True] if args.compile else [False]
     systems += [System('mmseg+fused', 'fp32', c, mmseg_fused(c)) for c in compile_opts]
@@ -227,26 +214,76 @@ def seg_systems(ref, ours, x, args, tmp):
         systems += [System('hrnet_mm', p, compile_opts[-1], ours_at(p, compile_opts[-1], False),
                            mix=False) for p in precisions]
     if args.runtimes:
-        systems.append(System('onnxruntime', 'fp32', False, exported('onnxruntime', 'fp32'),
-                              mix=mixed))
-        systems += [System('openvino', p, False, exported('openvino', p), mix=mixed)
-                    for p in precisions]
+        systems += exported_systems(ours, 'seg', x, args, tmp, precisions, mixed)
         if args.unmixed and mixes:
-            systems += [System('openvino', p, False, exported('openvino', p, fold=False),
+            systems += [System('openvino', p, False,
+                               exported(ours, 'seg', x, tmp, 'openvino', p, fold=False),
                                mix=False) for p in precisions]
     return systems
 
 
-def pose_systems(ref, ours, x, args):
+def exported(ours, task, x, tmp, backend, precision, fold=True, calib=0):
+    """A system's ``make``: our model exported (once per ``fold``), on ``backend`` at
+    ``precision``; int8: quantized by NNCF on ``calib`` street scenes of the input's size
+    (the calibration is part of the start-up)."""
+    from hrnet_mm.deploy import Runtime, export_onnx, quantize_openvino, to_openvino
+
+    def make():
+        onnx_path = osp.join(tmp, f"{task}{'' if fold else '_unfolded'}.onnx")
+        if not osp.exists(onnx_path):
+            export_onnx(ours, task, onnx_path, x, fold=fold)
+        path = onnx_path
+        if backend == 'openvino':
+            path = onnx_path[:-len('.onnx')] + '.xml'
+            if not osp.exists(path):
+                to_openvino(onnx_path, path)
+        if precision == 'int8':
+            calibration = [scene(tuple(x.shape[-2:]), seed=100 + i).numpy()
+                           for i in range(calib)]
+            int8_path = path[:-len('.xml')] + '_int8.xml'
+            quantize_openvino(path, calibration, int8_path)
+            path = int8_path
+        runtime = Runtime(backend, path, precision, threads=torch.get_num_threads())
+        return lambda t: runtime(t)[0]
+    return make
+
+
+def runtime_precisions(args, precisions):
+    """OpenVINO's precisions for this run: ``precisions`` (fp32, bf16 where native) and
+    int8 when asked for and NNCF is installed."""
+    out = list(precisions)
+    if 'int8' in args.precisions:
+        try:
+            import nncf  # noqa: F401
+            out.append('int8')
+        except ImportError:
+            print('int8: NNCF is not installed (pip install .[deploy]); no int8 rows')
+    return out
+
+
+def exported_systems(ours, task, x, args, tmp, precisions, mixed=None):
+    """ONNX Runtime (fp32) and OpenVINO (each precision, int8 included) on our export."""
+    return [System('onnxruntime', 'fp32', False, exported(ours, task, x, tmp, 'onnxruntime',
+                                                        'fp32'), mix=mixed)] + [
+        System('openvino', p, False, exported(ours, task, x, tmp, 'openvino', p,
+                                              calib=args.calib), mix=mixed)
+        for p in runtime_precisions(args, precisions)]
+
+
+def pose_systems(ref, ours, x, args, tmp):
     from hrnet_mm import prepare_for_inference
     from hrnet_mm.precision import native_bf16
-    precisions = [p for p in args.precisions if p == 'fp32' or native_bf16(x.device)]
+    precisions = [p for p in args.precisions
+                  if p == 'fp32' or (p == 'bf16' and native_bf16(x.device))]
     compile_opts = [False, True] if args.compile else [False]
 
     def ours_at(precision, compiled):
         return lambda: prepare_for_inference(ours, precision=precision, compile=compiled)._forward
-    return [System('mmpose', 'fp32', False, lambda: ref._forward)] + [
+    systems = [System('mmpose', 'fp32', False, lambda: ref._forward)] + [
         System('hrnet_mm', p, c, ours_at(p, c)) for p in precisions for c in compile_opts]
+    if args.runtimes:
+        systems += exported_systems(ours, 'pose', x, args, tmp, precisions)
+    return systems
 
 
 def profiles(systems, x):
@@ -512,7 +549,7 @@ def norm_rows(args):
     rows = []
     for channels, stride in ((18, 4), (36, 8), (72, 16), (30, 4), (60, 8), (40, 4), (48, 4)):
         h, w = args.train_size[0] // stride, args.train_size[1] // stride
-        for precision in args.precisions:
+        for precision in [p for p in args.precisions if p in ('fp32', 'bf16')]:
             dtype = torch.float32 if precision == 'fp32' else torch.bfloat16
             g = torch.Generator().manual_seed(0)
             x = torch.randn(args.train_batch, channels, h, w, generator=g).to(dtype)
@@ -587,8 +624,12 @@ def main():
     parser.add_argument('--size', type=int, nargs=2, default=[512, 1024], metavar=('H', 'W'))
     parser.add_argument('--rounds', type=int, default=7)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'],
-                        choices=['fp32', 'bf16'])
+    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16', 'int8'],
+                        choices=['fp32', 'bf16', 'int8'],
+                        help='bf16 runs where the CPU has it natively; int8 is OpenVINO only '
+                        '(NNCF)')
+    parser.add_argument('--calib', type=int, default=8,
+                        help='int8 calibration images (street scenes of the input size)')
     parser.add_argument('--no-compile', dest='compile', action='store_false',
                         help='skip the compiled rows (compiling W48 takes minutes on 2 cores)')
     parser.add_argument('--no-runtimes', dest='runtimes', action='store_false',
@@ -656,7 +697,8 @@ def main():
     if args.pose:
         x = torch.cat([scene((256, 192), seed=i) for i in range(args.pose_batch)])
         ref, ours = pose_pair(x)
-        rows = measure(pose_systems(ref, ours, x, args), x, args.rounds, 'pose')
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = measure(pose_systems(ref, ours, x, args, tmp), x, args.rounds, 'pose')
         result['pose'] = dict(config='configs/hrnet_w32_coco_256x192.py', size=[256, 192],
                               batch=args.pose_batch, systems=rows)
         report(f'pose HRNet-W32, 256x192, batch {args.pose_batch}', rows)

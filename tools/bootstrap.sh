@@ -58,7 +58,7 @@ exec 2> >(grep -v "^WARNING: Location '" >&2)
 log "torch, mmengine, mmseg, mmdet and their needs"
 "${pip[@]}" -r "$repo/requirements/stack.txt"
 
-log "deployment runtimes: onnx, onnxscript, onnxruntime, openvino"
+log "deployment runtimes: onnx, onnxscript, onnxruntime, openvino, nncf"
 "${pip[@]}" -r "$repo/requirements/deploy.txt"
 
 log "mmcv 2.1.0 with compiled ops"
@@ -98,7 +98,7 @@ install_package
 
 "$py" - <<'EOF'
 import torch, mmcv, mmengine, mmseg, mmdet, mmpose, mim, hrnet_mm  # noqa: F401
-import onnx, onnxruntime, openvino  # noqa: F401
+import onnx, onnxruntime, openvino, nncf  # noqa: F401
 import mmcv.ops  # noqa: F401
 assert torch.__version__.startswith('2.13.0'), torch.__version__
 try:

@@ -5,6 +5,9 @@
         --images a.png b.png --openvino --out-dir work_dirs/deploy/w48
     # evaluate the exported model with the config's dataset and mmseg's metric
     python tools/deploy.py test work_dirs/deploy/w48/deploy_onnxruntime.py
+    # also an int8 model (OpenVINO, NNCF), calibrated on 32 images of the config's val set
+    python tools/deploy.py export configs/hrnet_w48_cityscapes.py iter_80000.pth --int8
+    python tools/deploy.py test work_dirs/deploy/hrnet_w48_cityscapes/deploy_openvino_int8.py
 
 ``export`` prints, for every image and runtime, the largest difference to PyTorch's output and
 the argmax agreement (seg: pixels, pose: keypoints), and fails when a runtime disagrees beyond
@@ -21,12 +24,22 @@ dataset and the toolbox's metric, and so does the toolbox's own test tool:
     mim test mmsegmentation work_dirs/deploy/w48/deploy_onnxruntime.py \\
         --checkpoint work_dirs/deploy/w48/torch_weights.pth
 
+``--int8`` (implies ``--openvino``) quantizes the OpenVINO model with NNCF's post-training
+quantization, calibrated on ``--calib`` images (default 32, or the whole set when smaller)
+drawn at random (seeded) from the config's validation set through its own test pipeline and data
+preprocessor, and writes ``model_int8.xml`` and ``deploy_openvino_int8.py``. Its accuracy is for
+you to check with ``test`` (the toolbox's metric); ``--max-drop D`` uses NNCF's
+accuracy-controlled mode instead: layers go back to floating point, the most costly first,
+until the metric on the validation set (seg mIoU, pose coco/AP, det coco/bbox_mAP, in the
+metric's units) is within D of the floating-point model's, and the export prints what it kept.
+
 Without ``--images`` it checks on two procedural street scenes (one of an odd size). The
 exported graph has the batch norms folded into the convs and, where that pays, the streams
 mixed before resizing (``hrnet_mm.rewrites``: the same function in fewer operations);
 ``--no-fold`` exports the model's own graph.
 """
 import argparse
+import copy
 import logging
 import os
 import os.path as osp
@@ -38,7 +51,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(REPO, 'tools'))
 
 
-def build(config, checkpoint):
+def build(config, checkpoint, options=None):
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
@@ -46,7 +59,7 @@ def build(config, checkpoint):
     from hrnet_mm.builder import build_model
     from hrnet_mm.deploy import TASKS
     MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
-    cfg, scope, model = build_model(config)
+    cfg, scope, model = build_model(config, options)
     if cfg.get('default_scope') not in TASKS:
         raise SystemExit(f'{config}: default_scope {scope!r} is not one of {sorted(TASKS)}')
     init_default_scope(scope)
@@ -88,10 +101,128 @@ def load_inputs(model, images, shape, task):
     return batches
 
 
+METRIC = dict(seg='mIoU', pose='coco/AP', det='coco/bbox_mAP')  # what --max-drop holds
+
+
+def validation_set(cfg, what):
+    """The config's validation dataset (its test-time pipeline), or an error naming the fix."""
+    from mmengine.registry import DATASETS
+    section = cfg.get('val_dataloader') or cfg.get('test_dataloader')
+    fix = ('point the config at your data, e.g. --cfg-options '
+           'val_dataloader.dataset.data_root=PATH')
+    if not section:
+        raise SystemExit(f'{what}: the config has no val_dataloader; {fix}')
+    try:  # (not serialized: mmengine's serialization fails on an empty set)
+        dataset = DATASETS.build(dict(section.dataset, serialize_data=False))
+    except Exception as err:  # the toolbox's own message, kept in full
+        raise SystemExit(f'{what}: cannot read the config\'s validation set '
+                         f'({type(err).__name__}: {err}); {fix}') from err
+    if len(dataset) == 0:
+        raise SystemExit(f'{what}: the config\'s validation set has no images '
+                         f'(data_root {section.dataset.get("data_root")!r}); {fix}')
+    return dataset
+
+
+def calibration_count(count, dataset):
+    """``--calib`` checked against the validation set (default 32, or all when fewer)."""
+    if count is None:
+        return min(32, len(dataset))
+    if count < 1 or count > len(dataset):
+        raise SystemExit(f'--calib {count}: the validation set has {len(dataset)} images; '
+                         f'give --calib between 1 and {len(dataset)}')
+    return count
+
+
+def calibration_inputs(dataset, model, count):
+    """``count`` images drawn (seeded) from ``dataset`` (the validation set, through the
+    config's test pipeline) and the model's data preprocessor: the network's inputs, as
+    float32 arrays."""
+    import numpy as np
+    from mmengine.dataset import pseudo_collate
+    picks = sorted(np.random.default_rng(0).choice(len(dataset), count, replace=False))
+    inputs = []
+    for k, i in enumerate(picks, 1):
+        with torch.no_grad():
+            x = model.data_preprocessor(pseudo_collate([dataset[int(i)]]), False)['inputs']
+        inputs.append(np.ascontiguousarray(x.float().numpy()))
+        if sys.stdout.isatty():
+            print(f'\rcalibration images: {k}/{count}', end='' if k < count else '\n', flush=True)
+        elif k == count or k % 8 == 0:
+            print(f'calibration images: {k}/{count}', flush=True)
+    return inputs
+
+
+def metric_function(cfg, task, deploy_cfg, metainfo):
+    """``validate(compiled_model, batches)``: the toolbox's metric (:data:`METRIC`) on
+    ``batches`` of the validation set (NNCF gives all of them, or one at a time to rank the
+    layers), for the deploy config's model with its network replaced by an OpenVINO compiled
+    model."""
+    from mmengine.config import Config
+    from mmengine.evaluator import Evaluator
+    from mmengine.runner import load_checkpoint
+
+    from hrnet_mm.builder import build_in_scope
+    dcfg = Config.fromfile(deploy_cfg)
+    deployed = build_in_scope(dcfg.model, dcfg.default_scope).eval()
+    load_checkpoint(deployed, dcfg.load_from, map_location='cpu', logger='silent')
+    runtime = deployed.runtime if task == 'seg' else deployed.backbone.runtime
+
+    def validate(compiled, batches):
+        runtime.use_compiled(compiled)
+        evaluator = Evaluator(copy.deepcopy(cfg.val_evaluator))
+        evaluator.dataset_meta = metainfo
+        count = 0
+        with torch.no_grad():
+            for batch in batches:
+                evaluator.process(deployed.test_step(batch), batch)
+                count += len(batch['inputs'])
+        metrics = evaluator.evaluate(count)
+        key = next(k for k in metrics if k.split('/')[-1] == METRIC[task].split('/')[-1])
+        return float(metrics[key])
+    return validate
+
+
+def quantize(args, cfg, model, task, xml, dataset):
+    """``tools/deploy.py export --int8``: the int8 OpenVINO model's path."""
+    from mmengine.runner import Runner
+
+    from hrnet_mm.deploy import quantize_openvino
+    calibration = calibration_inputs(dataset, model, args.calib)
+    out = osp.join(args.out_dir, 'model_int8.xml')
+    options = {}
+    if args.max_drop is not None:
+        metainfo = dataset.metainfo
+        print(f'accuracy-controlled quantization: {METRIC[task]} within {args.max_drop} of the '
+              'floating-point model on the validation set')
+        options = dict(max_drop=args.max_drop,
+                       validation=Runner.build_dataloader(cfg.val_dataloader),
+                       validate=metric_function(cfg, task,
+                                                osp.join(args.out_dir, 'deploy_openvino.py'),
+                                                metainfo))
+    print(f'quantizing to int8 with NNCF ({len(calibration)} calibration images)')
+    kept = quantize_openvino(xml, calibration, out, **options)
+    if args.max_drop is not None:
+        print(f'kept in floating point: {len(kept)} convolution(s)'
+              + (': ' + ', '.join(kept) if kept else ''))
+    print(f'OpenVINO int8 IR: {out}')
+    return out
+
+
 def export(args):
-    from hrnet_mm.deploy import Runtime, agreement, export_onnx, network, to_openvino
+    from hrnet_mm.deploy import export_onnx, network, to_openvino
     from hrnet_mm.precision import native_bf16
-    cfg, model, task = build(args.config, args.checkpoint)
+    cfg, model, task = build(args.config, args.checkpoint, args.cfg_options)
+    if args.int8 or args.calib is not None or args.max_drop is not None:
+        if not args.int8:
+            raise SystemExit('--calib and --max-drop go with --int8')
+        args.openvino = True
+        try:
+            import nncf  # noqa: F401
+        except ImportError:
+            raise SystemExit('--int8 needs NNCF: pip install .[deploy] (or pip install nncf)')
+        # before minutes of export: there are images to calibrate on, as many as asked
+        dataset = validation_set(cfg, '--int8')
+        args.calib = calibration_count(args.calib, dataset)
     os.makedirs(args.out_dir, exist_ok=True)
     inputs = load_inputs(model, args.images, args.shape, task)
     onnx_path = osp.join(args.out_dir, 'model.onnx')
@@ -108,24 +239,35 @@ def export(args):
             runtimes.append(('openvino', xml, 'bf16'))
     net = network(model, task)
     torch_weights = save_torch_weights(model, task, args.out_dir)
-    failed = False
+    args.failed = False
     for backend, path, precision in runtimes:
-        runtime = Runtime(backend, path, precision)
-        for i, x in enumerate(inputs):
-            with torch.no_grad():
-                ref = net(x)
-            ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
-            diff, scale, agree = agreement(ref, runtime(x), task)
-            tol = args.tolerance if precision == 'fp32' else args.tolerance_bf16
-            ok = diff <= tol * max(1.0, scale)
-            failed |= not ok
-            print(f'{backend:12} {precision}  input {i} {tuple(x.shape[-2:])}: max |diff| '
-                  f'{diff:.2e} (largest |output| {scale:.2f})'
-                  + (f', argmax agreement {100 * agree:.3f}%' if agree is not None else '')
-                  + ('' if ok else f'  <- beyond {tol:g} relative'))
+        check(args, net, inputs, task, backend, path, precision)
         write_deploy_config(args, cfg, model, task, backend, path, precision, torch_weights)
-    if failed:
+    if args.int8:
+        path = quantize(args, cfg, model, task, xml, dataset)
+        check(args, net, inputs, task, 'openvino', path, 'int8')
+        write_deploy_config(args, cfg, model, task, 'openvino', path, 'int8', torch_weights)
+    if args.failed:
         raise SystemExit('an exported model disagrees with PyTorch beyond the tolerance')
+
+
+def check(args, net, inputs, task, backend, path, precision):
+    """Print how far a runtime's outputs are from PyTorch's on the check images; note in
+    ``args.failed`` when beyond the tolerance of its precision."""
+    from hrnet_mm.deploy import Runtime, agreement
+    runtime = Runtime(backend, path, precision)
+    tol = dict(fp32=args.tolerance, bf16=args.tolerance_bf16, int8=args.tolerance_int8)[precision]
+    for i, x in enumerate(inputs):
+        with torch.no_grad():
+            ref = net(x)
+        ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+        diff, scale, agree = agreement(ref, runtime(x), task)
+        ok = diff <= tol * max(1.0, scale)
+        args.failed |= not ok
+        print(f'{backend:12} {precision}  input {i} {tuple(x.shape[-2:])}: max |diff| '
+              f'{diff:.2e} (largest |output| {scale:.2f})'
+              + (f', argmax agreement {100 * agree:.3f}%' if agree is not None else '')
+              + ('' if ok else f'  <- beyond {tol:g} relative'))
 
 
 def plain(value):
@@ -230,6 +372,20 @@ def main():
                    "ONNX Runtime agrees to ~1e-6, OpenVINO's f32 to ~1e-3)")
     p.add_argument('--tolerance-bf16', type=float, default=0.1,
                    help='the same for bf16 runtimes (default 0.1)')
+    p.add_argument('--int8', action='store_true',
+                   help='also quantize the OpenVINO model to int8 (NNCF; implies --openvino)')
+    p.add_argument('--calib', type=int, metavar='N',
+                   help='int8 calibration images from the validation set (default 32, or all '
+                   'when fewer)')
+    p.add_argument('--max-drop', type=float, metavar='D',
+                   help="int8 with accuracy control: the toolbox's metric on the validation "
+                   'set (seg mIoU, pose coco/AP, det coco/bbox_mAP) within D of the '
+                   'floating-point model; layers that cost more stay in floating point')
+    p.add_argument('--tolerance-int8', type=float, default=0.5,
+                   help='the largest int8 |diff| relative to the largest output (default 0.5; '
+                   "int8's accuracy is judged by the metric: tools/deploy.py test)")
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config settings (e.g. the validation data_root for --int8)')
     t = sub.add_parser('test', help="evaluate a deploy config with the toolbox's metric")
     t.add_argument('config')
     t.add_argument('--work-dir')
