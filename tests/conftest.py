@@ -14,7 +14,11 @@ sys.path.insert(0, osp.join(REPO, 'tools'))
 
 # mmengine logs one line per initialised parameter; keep test output readable.
 MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Parallel workers (pytest-xdist, tools/test.sh) share the cores: each worker's torch, and the
+# commands it runs (cli_env), get their share.
+WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+torch.set_num_threads(THREADS)
 
 
 def pytest_configure(config):
@@ -55,6 +59,19 @@ def outside_any_toolbox_scope():
         yield
 
 
+# A few channels wide, two modules in stages 3 and 4 (so multiscale_output=False touches only
+# the last one), uneven block counts: every part of HRNet at a fraction of the cost.
+TINY_EXTRA = dict(
+    stage1=dict(num_modules=1, num_branches=1, block='BOTTLENECK', num_blocks=(1,),
+                num_channels=(8,)),
+    stage2=dict(num_modules=1, num_branches=2, block='BASIC', num_blocks=(1, 1),
+                num_channels=(4, 8)),
+    stage3=dict(num_modules=2, num_branches=3, block='BASIC', num_blocks=(1, 2, 1),
+                num_channels=(4, 8, 16)),
+    stage4=dict(num_modules=2, num_branches=4, block='BASIC', num_blocks=(1, 1, 2, 1),
+                num_channels=(4, 8, 16, 32)))
+
+
 def quiet(module):
     """``init_weights`` without mmengine's per-parameter log lines."""
     logger = MMLogger.get_current_instance()
@@ -93,6 +110,8 @@ def cli_env(gpus=False):
     """The environment of a command a test runs: this venv's tools first on PATH, unbuffered
     output, and no GPU visible unless ``gpus`` (the suite's subject is the CPU)."""
     env = dict(os.environ, PYTHONUNBUFFERED='1')
+    if WORKERS > 1:
+        env['OMP_NUM_THREADS'] = str(THREADS)
     if not gpus:
         env['CUDA_VISIBLE_DEVICES'] = ''
     env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
@@ -134,16 +153,21 @@ def coco(tmp_path_factory):
 
 
 def _train_then_test(package, config, root, work):
-    """``mim train`` a test config, then ``mim test`` the checkpoint it wrote:
-    ``(config, checkpoint, test log)``."""
+    """``mim train`` a test config, then ``mim test`` the checkpoint it wrote, its predictions
+    dumped: ``(config, checkpoint, test log, predictions .pkl)``."""
     config = osp.join(REPO, 'tests', 'configs', config)
     run_cli(['mim', 'train', package, config, '--work-dir', osp.join(work, 'train')]
             + coco_options(root))
     with open(osp.join(work, 'train', 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
+    dump = osp.join(work, 'predictions.pkl')
+    options = coco_options(root)
+    if package == 'mmpose':  # mmpose's test.py makes test_evaluator a list before the options
+        options = [o.replace('test_evaluator.', 'test_evaluator.0.') for o in options]
     log = run_cli(['mim', 'test', package, config, '--checkpoint', checkpoint,
-                   '--work-dir', osp.join(work, 'test')] + coco_options(root))
-    return config, checkpoint, log
+                   '--dump' if package == 'mmpose' else '--out', dump,
+                   '--work-dir', osp.join(work, 'test')] + options)
+    return config, checkpoint, log, dump
 
 
 @pytest.fixture(scope='session')

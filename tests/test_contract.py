@@ -1,7 +1,6 @@
 """One contract over every preset and every representation: backbone (all streams), V2
 concat neck, V2p pyramid neck. Shapes follow the declared channels and strides; gradients reach
 every parameter; odd sizes work in both upsample modes."""
-import functools
 import math
 
 import pytest
@@ -13,12 +12,6 @@ from .conftest import quiet
 
 PRESETS = list(ARCH_ZOO)
 KINDS = ['backbone', 'concat', 'pyramid']
-
-
-@functools.lru_cache(maxsize=2)
-def cached_backbone(arch, upsample_mode):
-    """Big presets take seconds to build: shape tests share one per (arch, mode)."""
-    return HRNet(arch, upsample_mode=upsample_mode).eval()
 
 
 def attach(backbone, kind):
@@ -52,30 +45,39 @@ def expected_sizes(kind, declared, h, w):
     return [(h0 // (s // 4), w0 // (s // 4)) for s in declared.out_strides]
 
 
-@pytest.mark.parametrize('kind', KINDS)
 @pytest.mark.parametrize('arch', PRESETS)
-def test_shapes_follow_declared_channels_and_strides(arch, kind):
+def test_shapes_follow_declared_channels_and_strides(arch):
+    """Each representation (one backbone per upsample mode, each neck on it): the declared
+    channels, the stream sizes of the stride-2 convs, finite values, at an even and an odd
+    size."""
     for mode in ('bilinear', 'nearest'):
-        model, declared = attach(cached_backbone(arch, mode), kind)
-        model.eval()
-        for h, w in ((64, 96), (97, 131)):
-            with torch.no_grad():
-                outs = model(torch.rand(1, 3, h, w))
-            assert isinstance(outs, tuple)
-            assert [o.shape[1] for o in outs] == list(declared.out_channels)
-            assert [tuple(o.shape[-2:]) for o in outs] == expected_sizes(kind, declared, h, w)
-            assert all(torch.isfinite(o).all() for o in outs)
+        backbone = HRNet(arch, upsample_mode=mode).eval()
+        for kind in KINDS:
+            model, declared = attach(backbone, kind)
+            model.eval()
+            for h, w in ((64, 96), (97, 131)):
+                with torch.no_grad():
+                    outs = model(torch.rand(1, 3, h, w))
+                assert isinstance(outs, tuple)
+                assert [o.shape[1] for o in outs] == list(declared.out_channels), kind
+                assert [tuple(o.shape[-2:]) for o in outs] == expected_sizes(kind, declared, h,
+                                                                             w), kind
+                assert all(torch.isfinite(o).all() for o in outs), kind
 
 
-@pytest.mark.parametrize('kind', KINDS)
 @pytest.mark.parametrize('arch', PRESETS)
-def test_gradients_reach_every_parameter(arch, kind):
-    model, _ = attach(HRNet(arch), kind)
-    model.train()
-    outs = model(torch.rand(2, 3, 64, 64))
-    sum(o.square().mean() for o in outs).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
-    assert not missing, f'no gradient reached: {missing[:10]}'
+def test_gradients_reach_every_parameter(arch):
+    """Each representation's loss alone reaches every parameter of the backbone and of its
+    neck (one backbone, its gradients cleared between them)."""
+    backbone = HRNet(arch)
+    x = torch.rand(2, 3, 64, 64)
+    for kind in KINDS:
+        model, _ = attach(backbone, kind)
+        model.train().zero_grad(set_to_none=True)
+        outs = model(x)
+        sum(o.square().mean() for o in outs).backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+        assert not missing, f'{kind}: no gradient reached {missing[:10]}'
 
 
 @pytest.mark.parametrize('kind', KINDS)

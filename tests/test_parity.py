@@ -24,20 +24,10 @@ from mmseg.models.backbones import HRNet as SegHRNet
 from hrnet_mm import HRNet, HRNetPyramidNeck
 from hrnet_mm.models.blocks import ResidualBlock
 
-from .conftest import REPO, quiet, randomize_norms
+from .conftest import REPO, TINY_EXTRA, quiet, randomize_norms
 
 PEERS = {'mmseg': SegHRNet, 'mmpose': PoseHRNet, 'mmdet': DetHRNet}
-# Two modules in stages 3 and 4 (so multiscale_output=False touches only the last one), uneven
-# block counts, widths a few channels wide.
-TINY = dict(
-    stage1=dict(num_modules=1, num_branches=1, block='BOTTLENECK', num_blocks=(1,),
-                num_channels=(8,)),
-    stage2=dict(num_modules=1, num_branches=2, block='BASIC', num_blocks=(1, 1),
-                num_channels=(4, 8)),
-    stage3=dict(num_modules=2, num_branches=3, block='BASIC', num_blocks=(1, 2, 1),
-                num_channels=(4, 8, 16)),
-    stage4=dict(num_modules=2, num_branches=4, block='BASIC', num_blocks=(1, 1, 2, 1),
-                num_channels=(4, 8, 16, 32)))
+TINY = TINY_EXTRA
 SIZES = [(64, 96), (97, 131)]
 ODD = (97, 131)
 

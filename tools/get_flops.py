@@ -10,7 +10,7 @@ tensor path) and mmdet configs (backbone + neck, the part hrnet_mm provides).
 import argparse
 
 import torch
-from mmengine.analysis import get_model_complexity_info
+from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
 
 from hrnet_mm.builder import build_model
 
@@ -26,14 +26,25 @@ class TensorPath(torch.nn.Module):
         return self.model._forward(x)
 
 
-def complexity(model, scope, shape):
-    """mmengine's count over the tensor path, without mmseg's training-only auxiliary head."""
+def tensor_path(model, scope):
+    """What is counted: the tensor path, without mmseg's training-only auxiliary head."""
     if getattr(model, 'auxiliary_head', None) is not None:
         model.auxiliary_head = None  # training-only, as mmseg's tool does
+    return TensorPath(model, scope)
+
+
+def complexity(model, scope, shape):
+    """mmengine's count (FLOPs, activations, parameters) over the tensor path."""
     with torch.no_grad():
-        return get_model_complexity_info(TensorPath(model, scope),
+        return get_model_complexity_info(tensor_path(model, scope),
                                          inputs=(torch.rand(1, 3, *shape),),
                                          show_table=False, show_arch=False)
+
+
+def flop_count(model, scope, shape):
+    """The FLOPs of :func:`complexity` alone (its ``FlopAnalyzer``; half the tracing)."""
+    with torch.no_grad():
+        return FlopAnalyzer(tensor_path(model, scope), (torch.rand(1, 3, *shape),)).total()
 
 
 def main():

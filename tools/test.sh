@@ -7,5 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv=$(bash tools/bootstrap.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
+# Tests run in parallel, one worker per core up to 4 ($HRNET_MM_TEST_WORKERS overrides; 0 runs
+# them in this process), each worker's torch on its share of the cores (tests/conftest.py);
+# tests that share a trained model run on one worker (xdist groups).
 # --durations=15: the slowest tests, so the next person sees where the time goes.
-exec python -m pytest tests --durations=15 "$@"
+workers=${HRNET_MM_TEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}
+exec python -m pytest tests -n "$workers" --dist loadgroup --durations=15 "$@"
