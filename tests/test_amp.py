@@ -72,7 +72,7 @@ def test_bf16_gradients_point_where_float32_ones_do():
         wrapper.backward(loss)
         results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     (l32, g32), (l16, g16) = results
-    assert abs(l32 - l16) <= 0.02 * abs(l32)
+    assert abs(l32 - l16) <= 0.01 * abs(l32)  # 0.07% measured
     cos = {n: torch.nn.functional.cosine_similarity(g32[n].flatten(), g16[n].flatten(), dim=0)
            for n in g32 if g32[n].norm() > 0}
     assert min(cos.values()) > 0.8, min(cos.items(), key=lambda kv: kv[1])

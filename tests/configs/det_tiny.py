@@ -38,3 +38,4 @@ param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, e
 default_hooks = dict(logger=dict(interval=1))
 # from random init (the recipe starts from ImageNet weights) lr 0.02 without warm-up diverges
 optim_wrapper = dict(optimizer=dict(lr=0.002), clip_grad=dict(max_norm=10, norm_type=2))
+randomness = dict(seed=0)  # the same trained test model on every run

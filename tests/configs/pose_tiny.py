@@ -11,3 +11,4 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_epochs=2, val_interval=2)
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=2)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, save_best=None))
+randomness = dict(seed=0)  # the same trained test model on every run
