@@ -17,7 +17,7 @@ MMLogger.get_instance('mmengine').setLevel(logging.WARNING)
 # Parallel workers (pytest-xdist, tools/test.sh) share the cores: each worker's torch, and the
 # commands it runs (cli_env), get their share.
 WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
-THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
 torch.set_num_threads(THREADS)
 
 
