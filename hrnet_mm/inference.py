@@ -122,8 +122,9 @@ def prepare_for_inference(model: nn.Module, *, precision: str = 'fp32', compile:
         model: an HRNet, a neck, or an mmseg/mmpose/mmdet model (it is not changed).
         precision (str): ``'fp32'`` (default), ``'bf16'``, ``'fp16'`` (CUDA only) or
             ``'auto'`` (decided from the model's device, see
-            :func:`hrnet_mm.precision.resolve_precision`). The chosen one is
+            :func:`hrnet_mm.precision.resolve_precision`; never int8). The chosen one is
             ``prepared.inference_precision``, and why ``prepared.inference_precision_reason``.
+            int8 is the exported OpenVINO model's (``tools/deploy.py export --int8``).
         compile (bool): compile the network parts with inductor (weights frozen).
         channels_last (bool): store weights channels-last. Default True.
         mix_before_resize (bool): apply the 1x1 conv that mixes the concatenated streams to
@@ -184,8 +185,9 @@ class FastInferenceHook(Hook):
 
     Args:
         precision (str): ``'fp32'`` (default), ``'bf16'``, ``'fp16'`` (CUDA) or ``'auto'``
-            (decided from the model's device); per run with
-            ``mim test ... --cfg-options custom_hooks.0.precision=bf16``.
+            (decided from the model's device; never int8); per run with
+            ``mim test ... --cfg-options custom_hooks.0.precision=bf16``. int8 is the exported
+            OpenVINO model's: ``tools/deploy.py export --int8`` writes its deploy config.
         compile (bool): compile with inductor. Default False.
         channels_last (bool): channels-last weights. Default True.
         mix_before_resize (bool): mix the streams before resizing them where a 1x1 conv

@@ -103,7 +103,13 @@ def describe(device) -> str:
 
 
 def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`; else a ``ValueError`` naming them."""
+    """``precision`` if it is one of :data:`PRECISIONS`; else a ``ValueError`` naming them
+    (int8: naming the exported path that has it)."""
+    if precision == 'int8':
+        raise ValueError("precision='int8' is the exported models' (OpenVINO, calibrated and "
+                         'checked against the toolbox metric): python tools/deploy.py export '
+                         'CONFIG CHECKPOINT --int8, then tools/deploy.py test or mim test on the '
+                         f'deploy_openvino_int8.py it writes. PyTorch has {PRECISIONS}')
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     return precision

@@ -66,6 +66,16 @@ def test_fp16_is_refused_off_cuda_with_the_fix():
         resolve_precision('fp16x', 'cpu')
 
 
+def test_int8_in_pytorch_names_the_exported_path():
+    """int8 is the exported OpenVINO model's: the PyTorch paths say where it is, and the hook
+    refuses it when the config is read, before any test runs."""
+    from hrnet_mm import FastInferenceHook
+    with pytest.raises(ValueError, match=r"tools/deploy.py export CONFIG CHECKPOINT --int8"):
+        prepare_for_inference(HRNet('w18_small').eval(), precision='int8')
+    with pytest.raises(ValueError, match=r"precision='int8' is the exported models'"):
+        FastInferenceHook(precision='int8')
+
+
 def test_cpu_model_on_a_gpu_host_is_prepared_for_the_cpu(monkeypatch):
     """'auto' on a host with an A100 but a model on a CPU without native bf16: fp32, and the
     reason names the CPU."""
