@@ -4,11 +4,13 @@ tools and the tests.
 :func:`build_model` reads a config (``options`` as ``--cfg-options`` would merge them), builds
 ``cfg.model`` through the registry of the config's ``default_scope`` (mmseg, mmpose or mmdet),
 skips the pretrained download unless asked, and reverts SyncBN to BN (one process, as mmengine's
-Runner does when it does not run distributed).
+Runner does when it does not run distributed). :func:`build_model_shapes` builds the same
+model without initialising its weights, for what depends on shapes only.
 """
 import importlib
 from typing import Optional, Tuple, Union
 
+import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.model import revert_sync_batchnorm
@@ -48,3 +50,13 @@ def build_model(config: Union[str, Config], options: Optional[dict] = None, *,
             cfg.model.backbone.init_cfg = None
     scope = cfg.get('default_scope', 'mmseg')
     return cfg, scope, build_in_scope(cfg.model, scope).eval()
+
+
+def build_model_shapes(config: Union[str, Config],
+                       options: Optional[dict] = None) -> Tuple[Config, str, nn.Module]:
+    """:func:`build_model`'s ``(cfg, scope, model)`` without the weight initialisation (seconds
+    for a W48): built on the meta device, then given uninitialised CPU memory. For what depends
+    on shapes only: parameter and FLOP counts, output shapes (fill the weights first)."""
+    with torch.device('meta'):
+        cfg, scope, model = build_model(config, options)
+    return cfg, scope, model.to_empty(device='cpu')

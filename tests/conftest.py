@@ -146,6 +146,16 @@ def coco_options(root):
         f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
 
 
+def coco_test_options(package, root):
+    """:func:`coco_options` for ``mim test`` with ``--dump`` (mmpose) or ``--out`` (mmdet):
+    mmpose's test.py makes test_evaluator a list (its DumpResults joins it) before merging the
+    options, so they name the config's evaluator as its first item."""
+    options = coco_options(root)
+    if package == 'mmpose':
+        options = [o.replace('test_evaluator.', 'test_evaluator.0.') for o in options]
+    return options
+
+
 @pytest.fixture(scope='session')
 def coco(tmp_path_factory):
     from .coco_data import make_coco
@@ -161,12 +171,9 @@ def _train_then_test(package, config, root, work):
     with open(osp.join(work, 'train', 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     dump = osp.join(work, 'predictions.pkl')
-    options = coco_options(root)
-    if package == 'mmpose':  # mmpose's test.py makes test_evaluator a list before the options
-        options = [o.replace('test_evaluator.', 'test_evaluator.0.') for o in options]
     log = run_cli(['mim', 'test', package, config, '--checkpoint', checkpoint,
                    '--dump' if package == 'mmpose' else '--out', dump,
-                   '--work-dir', osp.join(work, 'test')] + options)
+                   '--work-dir', osp.join(work, 'test')] + coco_test_options(package, root))
     return config, checkpoint, log, dump
 
 

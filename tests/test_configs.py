@@ -14,14 +14,12 @@ CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py'))
 
 
 def build_uninitialised(path):
-    """``(cfg, model)`` built as the tools build a config (:func:`hrnet_mm.builder.build_model`)
-    without the seconds of weight initialisation a W48 takes (kaiming normal over 65 M
-    weights): built on the meta device, then given memory, every weight and buffer 0.01."""
-    from hrnet_mm.builder import build_model as build
-    with torch.device('meta'):
-        cfg, _, model = build(path)
+    """``(cfg, model)`` built as the tools build a config, without the seconds of weight
+    initialisation a W48 takes (:func:`hrnet_mm.builder.build_model_shapes`), every weight
+    and buffer then 0.01."""
+    from hrnet_mm.builder import build_model_shapes
+    cfg, _, model = build_model_shapes(path)
     assert cfg.custom_imports['imports'] == ['hrnet_mm']
-    model.to_empty(device='cpu')
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
             t.fill_(0.01 if t.is_floating_point() else 0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import REPO, coco_options, run_cli
+from .conftest import REPO, coco_options, coco_test_options, run_cli
 
 DEPLOY = [sys.executable, osp.join(REPO, 'tools', 'deploy.py')]
 
@@ -109,9 +109,7 @@ def test_pose_and_det_exports_evaluate_with_the_toolbox_metric(task, metrics, co
     cfg, ckpt, torch_log, torch_dump = request.getfixturevalue(f'trained_{task}')
     shutil.copy(torch_dump, tmp_path / 'torch.pkl')
     package, dump = ('mmpose', '--dump') if task == 'pose' else ('mmdet', '--out')
-    options = coco_options(coco)
-    if task == 'pose':  # mmpose's test.py makes test_evaluator a list before the options
-        options = [o.replace('test_evaluator.', 'test_evaluator.0.') for o in options]
+    options = coco_test_options(package, coco)
     out_dir = str(tmp_path / 'deploy')
     # checked on the validation images (the default street scenes are not what these toy
     # models saw: their int8 activation ranges, calibrated on the people, clip on streets)

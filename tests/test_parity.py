@@ -27,14 +27,13 @@ from hrnet_mm.models.blocks import ResidualBlock
 from .conftest import REPO, TINY_EXTRA, quiet, randomize_norms
 
 PEERS = {'mmseg': SegHRNet, 'mmpose': PoseHRNet, 'mmdet': DetHRNet}
-TINY = TINY_EXTRA
 SIZES = [(64, 96), (97, 131)]
 ODD = (97, 131)
 
 
 def peer_pair(peer, peer_kw=None, our_kw=None, extra=None):
     """(ours, theirs): the toolbox's HRNet, randomised, and ours holding its weights."""
-    extra = copy.deepcopy(TINY if extra is None else extra)
+    extra = copy.deepcopy(TINY_EXTRA if extra is None else extra)
     theirs = randomize_norms(quiet(PEERS[peer](extra=copy.deepcopy(extra), **(peer_kw or {}))))
     ours = HRNet(arch=None, extra=extra, compat=peer, **(our_kw or {}))
     ours.load_state_dict(theirs.state_dict(), strict=True)
@@ -131,7 +130,7 @@ def test_mmdet_norm_eval_identical(norm_eval):
 @pytest.mark.parametrize('variant', ['default', 'multiscale', 'bilinear'])
 def test_mmpose_extra_keys_identical(variant):
     """mmpose reads stage4['multiscale_output'] (default False) and extra['upsample']."""
-    extra = copy.deepcopy(TINY)
+    extra = copy.deepcopy(TINY_EXTRA)
     if variant == 'multiscale':
         extra['stage4']['multiscale_output'] = True
     if variant == 'bilinear':
@@ -235,8 +234,8 @@ def test_stock_config_with_type_swapped_is_identical(scope, path, size):
 
 @pytest.mark.parametrize('peer', ['mmseg', 'mmdet'])
 def test_zero_init_residual_works_where_the_peer_flag_does_nothing(peer):
-    ours = quiet(HRNet(arch=None, extra=TINY, compat=peer, zero_init_residual=True))
-    theirs = quiet(PEERS[peer](extra=copy.deepcopy(TINY), zero_init_residual=True))
+    ours = quiet(HRNet(arch=None, extra=TINY_EXTRA, compat=peer, zero_init_residual=True))
+    theirs = quiet(PEERS[peer](extra=copy.deepcopy(TINY_EXTRA), zero_init_residual=True))
     last_norms = [m.last_norm for m in ours.modules() if isinstance(m, ResidualBlock)]
     assert last_norms and all(not n.weight.any() and not n.bias.any() for n in last_norms)
     assert all(m.weight.all() for m in theirs.modules() if isinstance(m, _BatchNorm))
@@ -251,8 +250,8 @@ def test_train_returns_the_module_where_the_peer_returns_none(peer):
 
 def test_exact_upsample_resizes_once():
     """Opt-in single resize: the same as the default at multiples of 32, not at odd sizes."""
-    exact = HRNet(arch=None, extra=TINY, compat='mmseg', exact_upsample=True).eval()
-    default = HRNet(arch=None, extra=TINY, compat='mmseg').eval()
+    exact = HRNet(arch=None, extra=TINY_EXTRA, compat='mmseg', exact_upsample=True).eval()
+    default = HRNet(arch=None, extra=TINY_EXTRA, compat='mmseg').eval()
     default.load_state_dict(exact.state_dict())
     with torch.no_grad():
         x = torch.randn(1, 3, 64, 96)
@@ -289,7 +288,7 @@ def test_shipped_seg_config_takes_mmseg_checkpoints(ours_cfg, stock):
 def test_kept_stream_that_changes_width_is_fed_from_itself(peer):
     """The toolboxes feed a kept stream's width-changing transition from the lowest stream
     (and fail on such tables); hrnet_mm feeds it from its own stream."""
-    extra = copy.deepcopy(TINY)
+    extra = copy.deepcopy(TINY_EXTRA)
     extra['stage3']['num_channels'] = (6, 8, 16)
     extra['stage4']['num_channels'] = (6, 8, 16, 32)
     theirs = PEERS[peer](extra=copy.deepcopy(extra))

@@ -18,7 +18,6 @@ import importlib
 import os.path as osp
 import sys
 
-import torch
 import yaml
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -96,10 +95,8 @@ def input_shape(cfg, scope):
 def count(path):
     sys.path.insert(0, osp.join(REPO, 'tools'))
     from get_flops import flop_count
-    from hrnet_mm.builder import build_model
-    with torch.device('meta'):  # shapes are what is counted: no time spent initialising
-        cfg, scope, model = build_model(path)
-    model.to_empty(device='cpu')
+    from hrnet_mm.builder import build_model_shapes  # shapes are what is counted
+    cfg, scope, model = build_model_shapes(path)
     params = sum(p.numel() for p in model.parameters())  # the auxiliary head included
     shape = input_shape(cfg, scope)
     return cfg, scope, params, int(flop_count(model, scope, shape)), shape
