@@ -8,7 +8,7 @@ import torch
 
 from hrnet_mm import HRNet, MixedPrecisionOptimWrapper, prepare_for_inference
 
-from .conftest import quiet
+from .conftest import TINY_EXTRA, quiet
 
 pytestmark = pytest.mark.cuda
 
@@ -61,12 +61,11 @@ def test_export_from_a_gpu_model(tmp_path):
 
 def test_backbone_matches_mmseg_on_the_gpu():
     from mmseg.models.backbones import HRNet as SegHRNet
-    from .test_parity import TINY
     torch.backends.cudnn.deterministic = True
     try:
-        theirs = quiet(SegHRNet(extra=copy.deepcopy(TINY))).cuda()
+        theirs = quiet(SegHRNet(extra=copy.deepcopy(TINY_EXTRA))).cuda()
         theirs.eval()
-        ours = HRNet(arch=None, extra=copy.deepcopy(TINY), compat='mmseg').cuda().eval()
+        ours = HRNet(arch=None, extra=copy.deepcopy(TINY_EXTRA), compat='mmseg').cuda().eval()
         ours.load_state_dict(theirs.state_dict())
         x = torch.randn(2, 3, 97, 131, device='cuda')
         with torch.no_grad():

@@ -3,6 +3,7 @@ the host. Decided here by simulating hosts on this CPU machine: a host that repo
 the model sits on the CPU, GPUs that only emulate bfloat16, CPUs with and without native
 bfloat16. What torch reports for each simulated GPU is what it reports for the real one
 (compute capability, name, and ``is_bf16_supported()`` counting emulation as support)."""
+import copy
 import json
 import sys
 
@@ -13,7 +14,7 @@ from mmengine.logging import MMLogger
 from hrnet_mm import HRNet, MixedPrecisionOptimWrapper, prepare_for_inference
 from hrnet_mm.precision import native_bf16, native_fp16, resolve_precision
 
-from .conftest import quiet, run_cli
+from .conftest import TINY_EXTRA, quiet, run_cli
 
 GPUS = {  # name: (compute capability, bf16 native, fp16 native)
     'Tesla P100-PCIE-16GB': ((6, 0), False, False),
@@ -205,11 +206,10 @@ def test_exchange_statistics_after_an_overflowing_with_cp_step_match_the_toolbox
     momentum 0, where ``1 * inf + 0 * inf`` is NaN where the toolbox keeps inf."""
     from mmseg.models.backbones import HRNet as SegHRNet
 
-    from .test_parity import TINY
     from .conftest import randomize_norms
-    theirs = randomize_norms(quiet(SegHRNet(extra=TINY, with_cp=True)))
+    theirs = randomize_norms(quiet(SegHRNet(extra=copy.deepcopy(TINY_EXTRA), with_cp=True)))
     theirs.train()  # (mmseg's train() returns None)
-    ours = HRNet(arch=None, extra=TINY, compat='mmseg', with_cp=True).train()
+    ours = HRNet(arch=None, extra=copy.deepcopy(TINY_EXTRA), compat='mmseg', with_cp=True).train()
     ours.load_state_dict(theirs.state_dict())
     # a fuse conv whose output overflows: its batch variance is beyond float32's range
     key = 'stage2.0.fuse_layers.0.1.0.weight'
