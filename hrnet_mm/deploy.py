@@ -87,8 +87,10 @@ def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *
         model = mix_streams_before_resize(fold_batch_norms(copy.deepcopy(model).eval()))
     net = network(model, task)
     batch = torch.export.Dim('batch', min=1, max=1024)
-    height = torch.export.Dim('height', min=32, max=8192)
-    width = torch.export.Dim('width', min=32, max=8192)
+    # from 33: at 32 the 1/32 stream is one pixel, a size torch.export specializes (asked for
+    # 32, the exporter fails, refines the range to 33 itself and exports again: seconds lost)
+    height = torch.export.Dim('height', min=33, max=8192)
+    width = torch.export.Dim('width', min=33, max=8192)
     if example.shape[0] == 1:  # a dynamic batch needs an example of two or more (torch.export)
         example = torch.cat([example, example])
     with torch.no_grad():

@@ -372,39 +372,25 @@ def _train_setup(system, args):
 
 
 def _step_fn(system, args):
-    """(startup seconds, a function running one training step) for ``system``, built here."""
+    """(startup seconds, peak bytes, a function running one training step) for ``system``,
+    built here. The warm-up step is the process's first, a cold one: its peak resident-size
+    growth is the system's peak memory (None for a compiled system, whose warm-up compiles)."""
     t = time.perf_counter()
     model, wrapper, data = _train_setup(system, args)
     compiled = system[3]
     if compiled:  # the model's forward and loss; backward through AOTAutograd
         model.loss = torch.compile(model.loss)
-    model.train_step(data, wrapper)  # warm-up (and compilation)
-    return time.perf_counter() - t, lambda: model.train_step(data, wrapper)
+        model.train_step(data, wrapper)  # warm-up and compilation
+        peak = None
+    else:
+        peak = _cold_step_peak(model, wrapper, data)
+    return time.perf_counter() - t, peak, lambda: model.train_step(data, wrapper)
 
 
-def train_worker(args):
-    """Child process: one training system, stepping when the parent says so (its allocator
-    setting is its own: glibc's settings are process-wide)."""
-    quiet_logs()
-    torch.set_num_threads(args.threads)
-    system = json.loads(args.train_worker)
-    startup, step = _step_fn(system, args)
-    print('RESULT', json.dumps(startup), flush=True)
-    for line in sys.stdin:
-        if line.strip() == 'step':
-            t = time.perf_counter()
-            step()
-            print('RESULT', json.dumps(time.perf_counter() - t), flush=True)
-        elif line.strip() == 'profile':
-            print('RESULT', json.dumps(profile(step)), flush=True)
-
-
-def train_probe(args):
-    """Child process: peak resident-size growth over one cold training step (bytes)."""
+def _cold_step_peak(model, wrapper, data):
+    """Run one training step; the peak growth of the process's resident size over it (bytes),
+    sampled every millisecond."""
     import threading
-    quiet_logs()
-    torch.set_num_threads(args.threads)
-    model, wrapper, data = _train_setup(json.loads(args.train_probe), args)
     page = os.sysconf('SC_PAGE_SIZE')
 
     def rss():
@@ -422,7 +408,33 @@ def train_probe(args):
     model.train_step(data, wrapper)
     done.set()
     sampler.join()
-    print('RESULT', json.dumps(max(peak[0], rss()) - before))
+    return max(peak[0], rss()) - before
+
+
+def train_worker(args):
+    """Child process: one training system, stepping when the parent says so (its allocator
+    setting is its own: glibc's settings are process-wide)."""
+    quiet_logs()
+    torch.set_num_threads(args.threads)
+    system = json.loads(args.train_worker)
+    startup, peak, step = _step_fn(system, args)
+    print('RESULT', json.dumps([startup, peak]), flush=True)
+    for line in sys.stdin:
+        if line.strip() == 'step':
+            t = time.perf_counter()
+            step()
+            print('RESULT', json.dumps(time.perf_counter() - t), flush=True)
+        elif line.strip() == 'profile':
+            print('RESULT', json.dumps(profile(step)), flush=True)
+
+
+def train_probe(args):
+    """Child process, for use by hand: peak resident-size growth over one cold training step
+    (bytes), as the training rows report it."""
+    quiet_logs()
+    torch.set_num_threads(args.threads)
+    model, wrapper, data = _train_setup(json.loads(args.train_probe), args)
+    print('RESULT', json.dumps(_cold_step_peak(model, wrapper, data)))
 
 
 class TrainWorker:
@@ -434,7 +446,8 @@ class TrainWorker:
         self.args = args
         self.proc = subprocess.Popen(self._cmd('--train-worker'), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
-        self.startup = self._result()
+        self.startup, peak = self._result()
+        self.peak_mib = None if peak is None else peak / 2 ** 20
         self.times = []
 
     def _cmd(self, role):
@@ -453,12 +466,6 @@ class TrainWorker:
         self.proc.stdin.write(command + '\n')
         self.proc.stdin.flush()
         return self._result()
-
-    def peak_mib(self):
-        import subprocess
-        out = subprocess.run(self._cmd('--train-probe'), check=True, capture_output=True,
-                             text=True).stdout
-        return json.loads(out.strip().splitlines()[-1][len('RESULT '):]) / 2 ** 20
 
     def close(self):
         self.proc.stdin.close()
@@ -513,11 +520,11 @@ def train_rows(args):
     rows = []
     for w in workers:
         side, precision, with_cp, compiled, kept = w.system
-        # (a compiled step's memory is not probed: it would compile again)
+        # (a compiled system's peak is not measured: its cold step compiles)
         rows.append(dict(name=side, precision=precision, with_cp=with_cp, compiled=compiled,
                          allocator='kept' if kept else 'glibc',
                          median_s=statistics.median(w.times), min_s=min(w.times),
-                         startup_s=w.startup, peak_mib=None if compiled else w.peak_mib()))
+                         startup_s=w.startup, peak_mib=w.peak_mib))
     return rows
 
 
