@@ -45,6 +45,14 @@ def expected_sizes(kind, declared, h, w):
     return [(h0 // (s // 4), w0 // (s // 4)) for s in declared.out_strides]
 
 
+def necks(backbone):
+    """``(kind, declared, head)`` for each representation: ``head`` maps the backbone's
+    outputs to the representation's (the backbone runs once for all three)."""
+    for kind in KINDS:
+        model, declared = attach(backbone, kind)
+        yield kind, declared, (lambda outs: outs) if kind == 'backbone' else model[1]
+
+
 @pytest.mark.parametrize('arch', PRESETS)
 def test_shapes_follow_declared_channels_and_strides(arch):
     """Each representation (one backbone per upsample mode, each neck on it): the declared
@@ -52,12 +60,12 @@ def test_shapes_follow_declared_channels_and_strides(arch):
     size."""
     for mode in ('bilinear', 'nearest'):
         backbone = HRNet(arch, upsample_mode=mode).eval()
-        for kind in KINDS:
-            model, declared = attach(backbone, kind)
-            model.eval()
-            for h, w in ((64, 96), (97, 131)):
+        for h, w in ((64, 96), (97, 131)):
+            with torch.no_grad():
+                streams = backbone(torch.rand(1, 3, h, w))
+            for kind, declared, head in necks(backbone):
                 with torch.no_grad():
-                    outs = model(torch.rand(1, 3, h, w))
+                    outs = head(streams)
                 assert isinstance(outs, tuple)
                 assert [o.shape[1] for o in outs] == list(declared.out_channels), kind
                 assert [tuple(o.shape[-2:]) for o in outs] == expected_sizes(kind, declared, h,
@@ -68,15 +76,19 @@ def test_shapes_follow_declared_channels_and_strides(arch):
 @pytest.mark.parametrize('arch', PRESETS)
 def test_gradients_reach_every_parameter(arch):
     """Each representation's loss alone reaches every parameter of the backbone and of its
-    neck (one backbone, its gradients cleared between them)."""
-    backbone = HRNet(arch)
-    x = torch.rand(2, 3, 64, 64)
-    for kind in KINDS:
-        model, _ = attach(backbone, kind)
-        model.train().zero_grad(set_to_none=True)
-        outs = model(x)
-        sum(o.square().mean() for o in outs).backward()
-        missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    neck (one backbone forward; its gradients cleared between the representations)."""
+    backbone = HRNet(arch).train()
+    streams = backbone(torch.rand(2, 3, 64, 64))
+    for kind, _, head in necks(backbone):
+        params = dict(backbone.named_parameters())
+        if kind != 'backbone':
+            head.train()
+            params.update({f'neck.{n}': p for n, p in head.named_parameters()})
+        for p in params.values():
+            p.grad = None
+        outs = head(streams)
+        sum(o.square().mean() for o in outs).backward(retain_graph=True)
+        missing = [n for n, p in params.items() if p.grad is None or not p.grad.any()]
         assert not missing, f'{kind}: no gradient reached {missing[:10]}'
 
 
