@@ -287,6 +287,15 @@ def agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor],
     return diff, scale, agree
 
 
+def relative_rms(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor]) -> float:
+    """The largest over the outputs of ``RMS(other - reference) / RMS(reference)``: how far
+    a quantized network's outputs are from the reference's as a whole (0.1 is 10% of their
+    spread; outputs unrelated to the reference give about 1.4), where one clipped activation
+    makes the largest difference large without the output being wrong."""
+    return max(((b.float() - a.float()).square().mean() / a.float().square().mean().clamp_min(
+        1e-30)).sqrt().item() for a, b in zip(reference, other))
+
+
 try:
     from mmengine.config import ConfigDict
     from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
@@ -303,8 +312,8 @@ if BaseSegmentor is not None:
         The data preprocessor, the whole-image or sliding-window inference (``test_cfg``), the
         resize of the logits to the image and mmseg's post-processing are mmseg's own
         (``EncoderDecoder``'s methods), so ``runner.test()`` with the original config's dataset
-        and metric evaluates the exported model as mmseg evaluates the original. ``tools/deploy.py export`` writes such a
-        config; ``tools/deploy.py test`` runs it.
+        and metric evaluates the exported model as mmseg evaluates the original.
+        ``tools/deploy.py export`` writes such a config; ``tools/deploy.py test`` runs it.
 
         Args:
             backend (str): ``'onnxruntime'`` or ``'openvino'``.

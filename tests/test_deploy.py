@@ -41,14 +41,17 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_
     # every runtime checked on two scenes, one of them of an odd size (dynamic H and W)
     rows = re.findall(r'(onnxruntime|openvino)\s+(fp32|bf16|int8)\s+input (\d) \((\d+), (\d+)\): '
                       r'max \|diff\| ([0-9.e+-]+) \(largest \|output\| ([0-9.]+)\), '
-                      r'argmax agreement ([0-9.]+)%', log)
+                      r'relative RMS ([0-9.e+-]+), argmax agreement ([0-9.]+)%', log)
     assert {(r[0], r[1]) for r in rows} >= {('onnxruntime', 'fp32'), ('openvino', 'fp32')}
     assert any(int(r[3]) % 32 for r in rows)
-    for backend, precision, _, _, _, diff, scale, agree in rows:
+    for backend, precision, _, _, _, diff, scale, rms, agree in rows:
         if precision == 'fp32':  # OpenVINO's f32 kernels round differently (~1e-3)
             tol = 1e-4 if backend == 'onnxruntime' else 5e-3
             assert float(diff) <= tol * max(1, float(scale)), (backend, diff)
+            assert float(rms) <= tol, (backend, rms)
             assert float(agree) > 99.0, (backend, agree)
+        else:  # int8, judged as a whole: within --tolerance-int8's default 0.5, not exact
+            assert 0 < float(rms) <= 0.5, (backend, precision, rms)
     deploy_cfg = osp.join(out_dir, 'deploy_onnxruntime.py')
     assert osp.exists(deploy_cfg)
     out = run_cli(DEPLOY + ['test', deploy_cfg, '--work-dir', str(tmp_path / 'test'),
@@ -246,6 +249,17 @@ def test_export_mixes_the_streams_before_resizing_with_the_same_output(tmp_path)
         assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
     assert concats[False] - concats[True] == 1, concats
     assert model.neck.premix is None  # the model exported is not changed
+
+
+def test_relative_rms_is_the_worst_outputs_error_over_its_spread():
+    """Hand-computed: a reference of ones, one element off by 2 in four (RMS of the error 1,
+    of the reference 1); a second output off by 1% everywhere. Would catch: the mean over
+    the outputs (0.505) hiding the broken one, or the error not divided by the spread."""
+    from hrnet_mm.deploy import relative_rms
+    ref = [torch.ones(1, 4), torch.full((2, 3), 10.0)]
+    other = [torch.tensor([[3.0, 1.0, 1.0, 1.0]]), torch.full((2, 3), 10.1)]
+    assert relative_rms(ref, other) == pytest.approx(1.0)
+    assert relative_rms(ref[1:], other[1:]) == pytest.approx(0.01, rel=1e-5)
 
 
 def test_missing_runtime_file_says_how_to_make_it(tmp_path):
