@@ -94,6 +94,27 @@ def build_model(path, options=None):
     return cfg, quiet(model)
 
 
+def build_random(path, options=None, seed=0):
+    """``(cfg, model)`` for a config of ours with random weights, in eval mode, for what
+    compares two computations of one network (rewrites, exports): built without the seconds
+    of initialisation a W48 takes (:func:`hrnet_mm.builder.build_model_shapes`), every weight
+    drawn uniformly at He scale (``sqrt(6 / fan_in)``), biases and buffers zero, then
+    :func:`randomize_norms`."""
+    from hrnet_mm.builder import build_model_shapes
+    cfg, _, model = build_model_shapes(path, options)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                bound = (6 / p[0].numel()) ** 0.5
+                p.uniform_(-bound, bound, generator=g)
+            else:
+                p.zero_()
+        for b in model.buffers():
+            b.zero_()
+    return cfg, randomize_norms(model, seed).eval()
+
+
 def randomize_norms(model, seed=0):
     """Non-trivial norm parameters and running statistics, so every buffer matters."""
     g = torch.Generator().manual_seed(seed)

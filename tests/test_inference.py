@@ -9,7 +9,7 @@ import torch
 from hrnet_mm import (HRNet, HRNetConcatNeck, HRNetPyramidNeck, fold_batch_norms,
                       mix_streams_before_resize, prepare_for_inference)
 
-from .conftest import REPO, build_model, quiet, randomize_norms
+from .conftest import REPO, build_model, build_random, quiet, randomize_norms
 
 
 @pytest.mark.parametrize('arch', ['w18_small', 'w18'])
@@ -216,8 +216,7 @@ def _seg_model(config, options=None):
     """An mmseg segmentor of one of our configs (``options`` as ``--cfg-options``), random
     weights and norm statistics, in eval mode."""
     import os.path as osp
-    _, model = build_model(osp.join(REPO, 'configs', config), options)
-    return randomize_norms(model).eval()
+    return build_random(osp.join(REPO, 'configs', config), options)[1]
 
 
 def test_fcn_head_conv_mixes_the_streams_before_resizing():
