@@ -21,6 +21,24 @@ THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
 torch.set_num_threads(THREADS)
 
 
+def _read_each_metafile_once():
+    """mmengine resolves each ``mmX::`` base of a config by parsing every metafile of that
+    toolbox (0.07-0.15 s of YAML) before it looks in the toolbox's ``_base_`` folder, so each
+    load of one of our seg configs parses all of mmseg's three times: 23 s of the quick tier.
+    The installed metafiles do not change while the tests run, so each process parses each one
+    once (the file reader mmengine's config resolution calls, and only that, is memoised;
+    mmengine parses and merges the configs themselves as always). Commands the tests run
+    (:func:`run_cli`) resolve configs as a user's would."""
+    import functools
+
+    from mmengine.config import utils
+    if not hasattr(utils.load, 'cache_info'):
+        utils.load = functools.lru_cache(maxsize=None)(utils.load)
+
+
+_read_each_metafile_once()
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'slow: trains, exports or benchmarks (the quick tier is -m "not slow")')
@@ -113,6 +131,27 @@ def build_random(path, options=None, seed=0):
         for b in model.buffers():
             b.zero_()
     return cfg, randomize_norms(model, seed).eval()
+
+
+def averaging_weights(model):
+    """``model`` (built on the meta device or not) with the cheapest weights that keep every
+    activation in range, for checks of shapes and finite values: each weight tensor
+    ``1 / fan_in`` (a conv averages its inputs), other parameters and buffers zero, norms the
+    identity (weight and running variance 1)."""
+    if any(t.is_meta for t in model.state_dict().values()):
+        model.to_empty(device='cpu')
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1 / p[0].numel() if p.dim() > 1 else 0)
+        for b in model.buffers():
+            b.zero_()
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase):
+                if m.weight is not None:
+                    m.weight.fill_(1)
+                if m.running_var is not None:
+                    m.running_var.fill_(1)
+    return model
 
 
 def randomize_norms(model, seed=0):

@@ -14,9 +14,12 @@ import hrnet_mm  # noqa: F401  (registers the local checkpoint loader on import)
 from .conftest import REPO, cli_env
 
 
-def _runner_checkpoint(tmp_path, cfg_extra=''):
-    """Train a tiny model with mmengine's real Runner for 2 iterations and return its
-    checkpoint. A fresh process without hrnet_mm writes it, as a stock config would."""
+@pytest.fixture(scope='module')
+def runner_checkpoint(tmp_path_factory):
+    """A tiny model trained with mmengine's real Runner for 2 iterations: its checkpoint. A
+    fresh process without hrnet_mm writes it, as a stock config would (once for the module:
+    the tests that read it run on one worker)."""
+    tmp_path = tmp_path_factory.mktemp('runner')
     script = f'''
 import numpy as np, torch
 from mmengine.model import BaseModel
@@ -48,10 +51,11 @@ runner.train()
     return osp.join(tmp_path, 'iter_2.pth')
 
 
-def test_runner_checkpoint_loads_with_weights_only(tmp_path):
+@pytest.mark.xdist_group('runner_checkpoint')
+def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
     from mmengine.runner import load_checkpoint
     from mmengine.runner.checkpoint import _load_checkpoint
-    path = _runner_checkpoint(tmp_path)
+    path = runner_checkpoint
     ckpt = _load_checkpoint(path, map_location='cpu')  # as the Runner reads it
     assert ckpt['meta']['iter'] == 2
     hub = ckpt['message_hub']['log_scalars']
@@ -63,11 +67,12 @@ def test_runner_checkpoint_loads_with_weights_only(tmp_path):
     assert torch.equal(model.lin.weight, ckpt['state_dict']['lin.weight'])
 
 
-def test_the_allowlist_is_not_process_wide(tmp_path):
+@pytest.mark.xdist_group('runner_checkpoint')
+def test_the_allowlist_is_not_process_wide(runner_checkpoint):
     """Importing hrnet_mm widens nothing outside mmengine's checkpoint loading."""
     from mmengine.logging.history_buffer import HistoryBuffer
     assert HistoryBuffer not in torch.serialization.get_safe_globals()
-    path = _runner_checkpoint(tmp_path)
+    path = runner_checkpoint
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, map_location='cpu')  # a plain load keeps torch's own allowlist
 

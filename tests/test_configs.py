@@ -7,7 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from .conftest import REPO
+from .conftest import REPO, averaging_weights
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py'))
                  + glob.glob(osp.join(REPO, 'configs', 'examples', '*.py')))
@@ -15,15 +15,12 @@ CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py'))
 
 def build_uninitialised(path):
     """``(cfg, model)`` built as the tools build a config, without the seconds of weight
-    initialisation a W48 takes (:func:`hrnet_mm.builder.build_model_shapes`), every weight
-    and buffer then 0.01."""
+    initialisation a W48 takes (:func:`hrnet_mm.builder.build_model_shapes`), with
+    :func:`averaging_weights`."""
     from hrnet_mm.builder import build_model_shapes
     cfg, _, model = build_model_shapes(path)
     assert cfg.custom_imports['imports'] == ['hrnet_mm']
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            t.fill_(0.01 if t.is_floating_point() else 0)
-    return cfg, model
+    return cfg, averaging_weights(model)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)

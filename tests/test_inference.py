@@ -224,9 +224,8 @@ def test_fcn_head_conv_mixes_the_streams_before_resizing():
     mixes each stream at its own resolution; mmseg's logits are kept at every size, for each
     way the neck resizes (bilinear with and without align_corners, nearest: set on one built
     model, as the config's ``model.neck.upsample_mode`` and ``align_corners`` would)."""
-    built = _seg_model('hrnet_w48_cityscapes.py')
+    model = _seg_model('hrnet_w48_cityscapes.py')
     for mode, align_corners in [('bilinear', False), ('bilinear', True), ('nearest', None)]:
-        model = copy.deepcopy(built)
         model.neck.upsample_mode, model.neck.align_corners = mode, align_corners
         fast = prepare_for_inference(model)
         assert len(fast.neck.premix) == 4 and isinstance(fast.decode_head.convs[0].conv,
