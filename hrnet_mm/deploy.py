@@ -70,6 +70,17 @@ def network(model: nn.Module, task: str) -> nn.Module:
     return _Network(model, task).eval()
 
 
+def _smallest_side(model: nn.Module, task: str) -> int:
+    """The smallest height and width an export is declared for. From 33: at 32 the 1/32
+    stream is one pixel, a size torch.export specializes. A detector's pyramid pools its
+    coarsest level (stride S) from the 1/4 map, which is empty below S - 3 (61 for 5 levels).
+    Declared smaller, the exporter fails, refines the range itself and captures again
+    (seconds lost)."""
+    strides = getattr(getattr(model, 'neck', None), 'out_strides', None) if task == 'det' \
+        else None
+    return max([33] + [s - 3 for s in strides or ()])
+
+
 def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *,
                 opset: int = 18, fold: bool = True) -> str:
     """Export ``model``'s network (see the module docstring) to ``path`` with dynamic batch,
@@ -87,10 +98,9 @@ def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *
         model = mix_streams_before_resize(fold_batch_norms(copy.deepcopy(model).eval()))
     net = network(model, task)
     batch = torch.export.Dim('batch', min=1, max=1024)
-    # from 33: at 32 the 1/32 stream is one pixel, a size torch.export specializes (asked for
-    # 32, the exporter fails, refines the range to 33 itself and exports again: seconds lost)
-    height = torch.export.Dim('height', min=33, max=8192)
-    width = torch.export.Dim('width', min=33, max=8192)
+    side = _smallest_side(model, task)
+    height = torch.export.Dim('height', min=side, max=8192)
+    width = torch.export.Dim('width', min=side, max=8192)
     if example.shape[0] == 1:  # a dynamic batch needs an example of two or more (torch.export)
         example = torch.cat([example, example])
     with torch.no_grad():

@@ -14,11 +14,12 @@ import hrnet_mm  # noqa: F401  (registers the local checkpoint loader on import)
 from .conftest import REPO, cli_env
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def runner_checkpoint(tmp_path_factory):
     """A tiny model trained with mmengine's real Runner for 2 iterations: its checkpoint. A
-    fresh process without hrnet_mm writes it, as a stock config would (once for the module:
-    the tests that read it run on one worker)."""
+    fresh process without hrnet_mm writes it, as a stock config would (once: the tests that
+    read it run on one worker, not always one after the other, so a module-scoped fixture
+    would write it twice)."""
     tmp_path = tmp_path_factory.mktemp('runner')
     script = f'''
 import numpy as np, torch
