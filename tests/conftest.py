@@ -238,6 +238,26 @@ def _train_then_test(package, config, root, work):
 
 
 @pytest.fixture(scope='session')
+def trained_demo_tiny(street_data, tmp_path_factory):
+    """tests/configs/demo_tiny.py trained 4 iterations by ``mim train``, then ``mim test`` on
+    the checkpoint it wrote (mmseg's IoU and Cityscapes metrics): ``(config, work dir,
+    checkpoint, test log)``. The tests that need a trained segmentor share it (xdist_group
+    'trained_street' keeps them on the worker that trains it)."""
+    cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
+    work = str(tmp_path_factory.mktemp('demo_tiny'))
+    options = ['--cfg-options'] + [f'{split}_dataloader.dataset.data_root={street_data}'
+                                   for split in ('train', 'val', 'test')]
+    run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', osp.join(work, 'train')]
+            + options)
+    with open(osp.join(work, 'train', 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    log = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', checkpoint,
+                   '--work-dir', osp.join(work, 'test')] + options
+                  + [f"test_evaluator.1.output_dir={osp.join(work, 'cs')}"])
+    return cfg, osp.join(work, 'train'), checkpoint, log
+
+
+@pytest.fixture(scope='session')
 def trained_pose(coco, tmp_path_factory):
     """tests/configs/pose_tiny.py trained 2 epochs and tested with mmpose's CocoMetric."""
     return _train_then_test('mmpose', 'pose_tiny.py', coco,

@@ -16,22 +16,16 @@ from .conftest import REPO, coco_options, coco_test_options, run_cli
 DEPLOY = [sys.executable, osp.join(REPO, 'tools', 'deploy.py')]
 
 
-@pytest.fixture(scope='module')
-def trained_tiny(street_data, tmp_path_factory):
-    """The tiny demo config trained 4 iterations, and its mIoU under mim test (float32)."""
-    work = str(tmp_path_factory.mktemp('tiny_train'))
-    cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
-    opts = ['--cfg-options'] + [f'{s}_dataloader.dataset.data_root={street_data}'
-                                for s in ('train', 'val', 'test')]
-    run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', work] + opts)
-    ckpt = osp.join(work, 'iter_4.pth')
-    out = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', ckpt, '--work-dir',
-                   osp.join(work, 'test')] + opts
-                  + [f"test_evaluator.1.output_dir={osp.join(work, 'cs')}"])
-    return cfg, ckpt, float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
+@pytest.fixture
+def trained_tiny(trained_demo_tiny):
+    """The tiny demo config trained 4 iterations (conftest), and its mIoU under mim test
+    (float32)."""
+    cfg, _, ckpt, log = trained_demo_tiny
+    return cfg, ckpt, float(re.findall(r'mIoU: ([0-9.]+)', log)[-1])
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('trained_street')  # the worker that trains it (conftest)
 def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_data,
                                                            tmp_path):
     cfg, ckpt, miou_torch = trained_tiny

@@ -42,15 +42,10 @@ def test_stock_mmseg_config_with_swapped_backbone(street_data, tmp_path):
     assert miou and 0 < float(miou[-1]) < 60, miou
 
 
-def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(street_data, tmp_path):
-    cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
-    work = str(tmp_path / 'train')
-    run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', work]
-            + data_options(street_data))
-    ckpt = last_checkpoint(work)
-    out = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', ckpt,
-                   '--work-dir', str(tmp_path / 'test')] + data_options(street_data)
-                  + [f'test_evaluator.1.output_dir={tmp_path / "cs"}'])
+@pytest.mark.xdist_group('trained_street')  # the worker that trains it (conftest)
+def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(trained_demo_tiny,
+                                                                        street_data, tmp_path):
+    cfg, work, _, out = trained_demo_tiny  # mim train, then mim test on its checkpoint
     miou = re.findall(r'mIoU: ([0-9.]+)', out)
     assert miou and 0 < float(miou[-1]) < 60, miou
     assert 'batch norms folded into convs' in out  # the configs' fast test path ran
@@ -64,13 +59,11 @@ def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(street_da
                      log, re.I), log[-3000:]
 
 
-def test_mmseg_benchmark_tool_and_flops_on_our_config(street_data, tmp_path):
+@pytest.mark.xdist_group('trained_street')
+def test_mmseg_benchmark_tool_and_flops_on_our_config(trained_demo_tiny, tmp_path):
     import mmseg
     tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'analysis_tools')
-    cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
-    work = str(tmp_path / 'train')
-    run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', work]
-            + data_options(street_data))
+    cfg, work, checkpoint, _ = trained_demo_tiny
     # mmseg's benchmark.py takes no --cfg-options and skips 5 warm-up images: point a config
     # at a 12-image val split.
     from street_scenes import make_dataset
@@ -80,7 +73,7 @@ def test_mmseg_benchmark_tool_and_flops_on_our_config(street_data, tmp_path):
     bench_cfg.write_text(f"_base_ = {cfg!r}\n"
                          f"test_dataloader = dict(dataset=dict(data_root={bench_root!r}))\n")
     out = run_cli([sys.executable, osp.join(tools, 'benchmark.py'), str(bench_cfg),
-                   last_checkpoint(work), '--repeat-times', '1', '--log-interval', '2',
+                   checkpoint, '--repeat-times', '1', '--log-interval', '2',
                    '--work-dir', str(tmp_path / 'bench')])
     # (its overall average needs 200 images; the per-interval fps lines are the measurement)
     assert re.search(r'Done image \[12 / 200\], fps: [0-9.]+ img / s', out), out[-2000:]
