@@ -198,6 +198,18 @@ def street_data(tmp_path_factory):
     return str(root)
 
 
+def data_options(root):
+    """``--cfg-options`` pointing a street-scenes config's three dataloaders at ``root``."""
+    return ['--cfg-options'] + [f'{split}_dataloader.dataset.data_root={root}'
+                                for split in ('train', 'val', 'test')]
+
+
+def last_checkpoint(work_dir):
+    """The checkpoint ``mim train`` wrote last in ``work_dir``."""
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        return f.read().strip()
+
+
 def coco_options(root):
     """``--cfg-options`` pointing a pose/det test config at generated COCO-format data."""
     ann = osp.join(root, 'annotations', 'val.json')
@@ -228,8 +240,7 @@ def _train_then_test(package, config, root, work):
     config = osp.join(REPO, 'tests', 'configs', config)
     run_cli(['mim', 'train', package, config, '--work-dir', osp.join(work, 'train')]
             + coco_options(root))
-    with open(osp.join(work, 'train', 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
+    checkpoint = last_checkpoint(osp.join(work, 'train'))
     dump = osp.join(work, 'predictions.pkl')
     log = run_cli(['mim', 'test', package, config, '--checkpoint', checkpoint,
                    '--dump' if package == 'mmpose' else '--out', dump,
@@ -245,12 +256,10 @@ def trained_demo_tiny(street_data, tmp_path_factory):
     'trained_street' keeps them on the worker that trains it)."""
     cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
     work = str(tmp_path_factory.mktemp('demo_tiny'))
-    options = ['--cfg-options'] + [f'{split}_dataloader.dataset.data_root={street_data}'
-                                   for split in ('train', 'val', 'test')]
+    options = data_options(street_data)
     run_cli(['mim', 'train', 'mmsegmentation', cfg, '--work-dir', osp.join(work, 'train')]
             + options)
-    with open(osp.join(work, 'train', 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
+    checkpoint = last_checkpoint(osp.join(work, 'train'))
     log = run_cli(['mim', 'test', 'mmsegmentation', cfg, '--checkpoint', checkpoint,
                    '--work-dir', osp.join(work, 'test')] + options
                   + [f"test_evaluator.1.output_dir={osp.join(work, 'cs')}"])

@@ -8,19 +8,9 @@ import pytest
 
 import hrnet_mm  # noqa: F401
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, data_options, last_checkpoint, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def data_options(root):
-    return ['--cfg-options'] + [f'{split}_dataloader.dataset.data_root={root}'
-                                for split in ('train', 'val', 'test')]
-
-
-def last_checkpoint(work_dir):
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        return f.read().strip()
 
 
 def test_stock_mmseg_config_with_swapped_backbone(street_data, tmp_path):
@@ -63,7 +53,7 @@ def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(trained_d
 def test_mmseg_benchmark_tool_and_flops_on_our_config(trained_demo_tiny, tmp_path):
     import mmseg
     tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'analysis_tools')
-    cfg, work, checkpoint, _ = trained_demo_tiny
+    cfg, _, checkpoint, _ = trained_demo_tiny
     # mmseg's benchmark.py takes no --cfg-options and skips 5 warm-up images: point a config
     # at a 12-image val split.
     from street_scenes import make_dataset
