@@ -9,7 +9,7 @@ import torch
 from hrnet_mm import (HRNet, HRNetConcatNeck, HRNetPyramidNeck, fold_batch_norms,
                       mix_streams_before_resize, prepare_for_inference)
 
-from .conftest import REPO, build_model, build_random, quiet, randomize_norms
+from .conftest import ONE_UNIT_PER_STAGE, REPO, build_model, build_random, quiet, randomize_norms
 
 
 @pytest.mark.parametrize('arch', ['w18_small', 'w18'])
@@ -33,9 +33,10 @@ def test_folded_channels_last_model_gives_the_same_outputs(arch):
 
 
 def test_backbone_traces_without_graph_breaks():
+    """One exchange unit per stage: each of its parts traced once (more units repeat them)."""
     import torch._dynamo
     torch._dynamo.reset()
-    net = HRNet('w18_small').eval()
+    net = HRNet('w18_small', extra=ONE_UNIT_PER_STAGE).eval()
     explanation = torch._dynamo.explain(net)(torch.rand(1, 3, 64, 96))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
@@ -223,12 +224,17 @@ def _seg_model(config, options=None):
     return build_random(osp.join(REPO, 'configs', config), options)[1]
 
 
+# W48's neck and head as they are, on one exchange unit per stage: the rewrites of the neck and
+# head read only the streams' widths.
+SHALLOW = {'model.backbone.extra': ONE_UNIT_PER_STAGE}
+
+
 def test_fcn_head_conv_mixes_the_streams_before_resizing():
     """FCN-HRNetV2-W48: the head's 1x1 conv over the concatenation moves into the neck and
     mixes each stream at its own resolution; mmseg's logits are kept at every size, for each
     way the neck resizes (bilinear with and without align_corners, nearest: set on one built
     model, as the config's ``model.neck.upsample_mode`` and ``align_corners`` would)."""
-    model = _seg_model('hrnet_w48_cityscapes.py')
+    model = _seg_model('hrnet_w48_cityscapes.py', SHALLOW)
     for mode, align_corners in [('bilinear', False), ('bilinear', True), ('nearest', None)]:
         model.neck.upsample_mode, model.neck.align_corners = mode, align_corners
         fast = prepare_for_inference(model)
@@ -294,10 +300,10 @@ def test_mixing_conv_is_left_where_it_cannot_be_moved():
     pre_norm = HRNetConcatNeck(widths)
     pre_norm.mix = ConvModule(270, 32, 1, norm_cfg=dict(type='BN'), order=('norm', 'conv', 'act'))
     assert mix_streams_before_resize(pre_norm).premix is None
-    model = _seg_model('hrnet_w48_cityscapes.py')
+    model = _seg_model('hrnet_w48_cityscapes.py', SHALLOW)
     model.decode_head.concat_input = True
     assert mix_streams_before_resize(model).neck.premix is None
-    ocr = _seg_model('ocrnet_hrnet_w48_cityscapes.py')
+    ocr = _seg_model('ocrnet_hrnet_w48_cityscapes.py', SHALLOW)
     fast = prepare_for_inference(ocr)
     assert getattr(getattr(fast, 'neck', None), 'premix', None) is None
     x = torch.randn(1, 3, 64, 96)

@@ -11,7 +11,7 @@ from mmengine.model import revert_sync_batchnorm
 from hrnet_mm import HRNet
 from hrnet_mm.models import norms
 
-from .conftest import quiet, randomize_norms
+from .conftest import ONE_UNIT_PER_STAGE, quiet, randomize_norms
 
 
 def channels_last(t):
@@ -162,20 +162,22 @@ def train_step(net, x):
 
 @pytest.mark.parametrize('with_cp', [False, True])
 def test_channels_last_w18_trains_as_exactly_as_torch_norms(with_cp, monkeypatch):
-    """HRNet-W18, channels-last, one training step: outputs, every gradient and every buffer
-    as far from the float64 model as with torch's own norms. At 2x3x128x128 and a threshold of
-    512 pixels, the 18- and 36-channel streams (2048 and 512 pixels a channel) take the wide
-    norms (the default threshold, 8192, is where `tools/benchmark.py --norms` measured the
-    wide view start to pay)."""
+    """HRNet-W18 (one exchange unit per stage: every stream and kind of norm), channels-last,
+    one training step: outputs, every gradient and every buffer as far from the float64 model
+    as with torch's own norms. At 2x3x128x128 and a threshold of 512 pixels, the 18- and
+    36-channel streams (2048 and 512 pixels a channel) take the wide norms (the default
+    threshold, 8192, is where `tools/benchmark.py --norms` measured the wide view start to
+    pay)."""
     torch.manual_seed(0)
-    plain = randomize_norms(quiet(HRNet('w18', compat=None, with_cp=with_cp)))
+    w18 = dict(compat=None, with_cp=with_cp, extra=ONE_UNIT_PER_STAGE)
+    plain = randomize_norms(quiet(HRNet('w18', **w18)))
     state = copy.deepcopy(plain.state_dict())
     x = torch.rand(2, 3, 128, 128)
     _, exact = train_step(plain.double(), x)
     errors = {}
     for name, min_pixels in (('torch', 10**12), ('wide', 512)):
         monkeypatch.setattr(norms, 'MIN_PIXELS', min_pixels)
-        fast = HRNet('w18', compat=None, with_cp=with_cp, channels_last=True)
+        fast = HRNet('w18', channels_last=True, **w18)
         fast.load_state_dict(state)
         outs, got = train_step(fast, x)
         assert ('_WideBatchNormBackward' in graph_names(outs[0])) == (name == 'wide')
