@@ -96,6 +96,15 @@ def test_benchmark_reports_every_system(tmp_path):
     assert [op['calls'] for op in ops if op['op'] == 'aten::convolution'] == [convs], ops
     assert sum(op['share'] for op in conv_ops) > 0.5, ops
     assert 'training step, hrnet_mm fp32' in res['train_profiles']
+    # and OpenVINO's per-op counters: the int8 model's convolutions run int8 kernels, the
+    # float32 model's none (would catch an int8 row that ran floating-point convolutions)
+    def conv_kernels(label):
+        ops = res['profiles'][label]['ops']
+        return [op['op'].split()[1] for op in ops if op['op'].startswith('Convolution ')]
+    assert conv_kernels('openvino int8') and all(
+        k.lower().endswith('i8') for k in conv_kernels('openvino int8')), res['profiles']
+    assert conv_kernels('openvino fp32') and not any(
+        k.lower().endswith('i8') for k in conv_kernels('openvino fp32')), res['profiles']
 
 
 def test_folding_leaves_norms_that_run_before_their_conv():

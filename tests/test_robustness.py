@@ -10,8 +10,6 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from hrnet_mm import HRNet, HRNetConcatNeck, HRNetPyramidNeck
 from hrnet_mm.convert import ConversionError, convert
@@ -181,34 +179,41 @@ def test_too_small_to_train_one_at_a_time():
     net(torch.rand(2, 3, 32, 32))  # two images give batch norm enough values
 
 
-@settings(max_examples=30, deadline=None)
-@given(h=st.integers(1, 300), w=st.integers(1, 300),
-       mode=st.sampled_from(['bilinear', 'nearest']), train=st.booleans(),
-       batch=st.integers(1, 2))
-def test_any_size_either_works_or_says_why(h, w, mode, train, batch):
-    net = _HYPO_NETS[mode].train(train)
-    concat, pyramid = _HYPO_NECKS[mode]
-    x = torch.rand(batch, 3, h, w)
-    try:
+def test_any_size_either_works_or_says_why():
+    """Any image size (hypothesis draws 30), either upsample mode, training or not, one or two
+    images: the backbone's 1/4 stream is ceil(size / 4), the concat neck keeps it, the pyramid
+    has 5 levels; or the error says why (too small to train on one image; the pyramid's 16x16
+    pooling window). (hypothesis is imported here: seconds that a worker without this test
+    does not spend.)"""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    modes = ('bilinear', 'nearest')
+    nets = {m: HRNet('w18_small', upsample_mode=m) for m in modes}
+    necks = {m: (HRNetConcatNeck([16, 32, 64, 128], upsample_mode=m),
+                 HRNetPyramidNeck([16, 32, 64, 128], 16, upsample_mode=m)) for m in modes}
+
+    @settings(max_examples=30, deadline=None)
+    @given(h=st.integers(1, 300), w=st.integers(1, 300), mode=st.sampled_from(modes),
+           train=st.booleans(), batch=st.integers(1, 2))
+    def check(h, w, mode, train, batch):
+        net = nets[mode].train(train)
+        concat, pyramid = necks[mode]
+        x = torch.rand(batch, 3, h, w)
+        try:
+            with torch.no_grad():
+                feats = net(x)
+        except ValueError as err:
+            assert train and batch == 1 and 'too small to train' in str(err)
+            return
+        assert feats[0].shape[-2:] == ((h + 3) // 4, (w + 3) // 4)
         with torch.no_grad():
-            feats = net(x)
-    except ValueError as err:
-        assert train and batch == 1 and 'too small to train' in str(err)
-        return
-    assert feats[0].shape[-2:] == ((h + 3) // 4, (w + 3) // 4)
-    with torch.no_grad():
-        assert concat(feats)[0].shape[-2:] == feats[0].shape[-2:]
-        if min(feats[0].shape[-2:]) < 16:  # HRFPN's floor pooling needs a 16x16 1/4 map
-            with pytest.raises(ValueError, match='smaller than the 16x16 pooling window'):
-                pyramid(feats)
-        else:
-            assert len(pyramid(feats)) == 5
-
-
-_HYPO_NETS = {m: HRNet('w18_small', upsample_mode=m) for m in ('bilinear', 'nearest')}
-_HYPO_NECKS = {m: (HRNetConcatNeck([16, 32, 64, 128], upsample_mode=m),
-                   HRNetPyramidNeck([16, 32, 64, 128], 16, upsample_mode=m))
-               for m in ('bilinear', 'nearest')}
+            assert concat(feats)[0].shape[-2:] == feats[0].shape[-2:]
+            if min(feats[0].shape[-2:]) < 16:  # HRFPN's floor pooling needs a 16x16 1/4 map
+                with pytest.raises(ValueError, match='smaller than the 16x16 pooling window'):
+                    pyramid(feats)
+            else:
+                assert len(pyramid(feats)) == 5
+    check()
 
 
 @pytest.mark.slow

@@ -18,7 +18,12 @@ its argmax agreement with mmseg's float32 output. The systems:
   the norms and mixes the streams before resizing where ``prepare_for_inference`` does), CPU
   provider, all graph optimisations (float32: its CPU provider has no bf16 path);
 * ``openvino``: the same ONNX model compiled by OpenVINO, float32 and, where the CPU has native
-  bf16, bf16.
+  bf16, bf16; int8 (``--precisions ... int8``): quantized by NNCF, its calibration counted in
+  the start-up.
+
+``--profile`` prints where one call's time goes: torch.profiler's operators for the hrnet_mm
+rows, OpenVINO's per-op counters for its rows (by layer type and kernel: which layers run int8
+kernels and which stay in floating point).
 
 ``--unmixed`` adds hrnet_mm and OpenVINO with the streams concatenated before the head's 1x1
 conv, as the model is written, to show what mixing before resizing gives each. Where mixing
@@ -244,7 +249,11 @@ def exported(ours, task, x, tmp, backend, precision, fold=True, calib=0):
             quantize_openvino(path, calibration, int8_path)
             path = int8_path
         runtime = Runtime(backend, path, precision, threads=torch.get_num_threads())
-        return lambda t: runtime(t)[0]
+
+        def run(t):
+            return runtime(t)[0]
+        run.runtime = runtime  # for --profile
+        return run
     return make
 
 
@@ -288,13 +297,19 @@ def pose_systems(ref, ours, x, args, tmp):
 
 def profiles(systems, x):
     """A profile of one call of each hrnet_mm system (compiled ones: the oneDNN convolutions
-    against inductor's generated kernels, ``Call CompiledFxGraph``)."""
+    against inductor's generated kernels, ``Call CompiledFxGraph``) and OpenVINO's per-op
+    counters of each OpenVINO system (layer type and kernel: what runs int8 kernels and what
+    stays in floating point)."""
     out = {}
     for s in systems:
         if s.name == 'hrnet_mm':
             with torch.no_grad():
                 out[s.label] = profile(lambda: s.run(x))
-            report_profile(s.label, out[s.label])
+        elif s.name == 'openvino':
+            out[s.label] = s.run.runtime.op_counters(x)
+        else:
+            continue
+        report_profile(s.label, out[s.label])
     return out
 
 
@@ -603,7 +618,7 @@ def profile(fn, top=8):
 
 
 def report_profile(title, prof):
-    print(f"\nprofile: {title} ({prof['total_ms']:.0f} ms of self CPU time)")
+    print(f"\nprofile: {title} ({prof['total_ms']:.0f} ms in all)")
     for op in prof['ops']:
         print(f"  {op['op']:42}{op['self_ms']:9.0f} ms{100 * op['share']:6.1f}%  x{op['calls']}")
 
@@ -664,7 +679,8 @@ def main():
                         help="also time the channels-last training batch norm (torch's "
                         "kernel against hrnet_mm's wide view) at the training size")
     parser.add_argument('--profile', action='store_true',
-                        help="print where the time of our rows goes (torch.profiler)")
+                        help="print where the time of our rows goes (torch.profiler; "
+                             "OpenVINO's per-op counters for its rows)")
     parser.add_argument('--train-probe', help=argparse.SUPPRESS)  # internal: memory child
     parser.add_argument('--train-worker', help=argparse.SUPPRESS)  # internal: timing child
     parser.add_argument('--json', help='write the figures here')
