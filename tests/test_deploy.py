@@ -39,8 +39,11 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_
     assert {(r[0], r[1]) for r in rows} >= {('onnxruntime', 'fp32'), ('openvino', 'fp32')}
     assert any(int(r[3]) % 32 for r in rows)
     for backend, precision, _, _, _, diff, scale, rms, agree in rows:
-        if precision == 'fp32':  # OpenVINO's f32 kernels round differently (~1e-3)
-            tol = 1e-4 if backend == 'onnxruntime' else 5e-3
+        if precision == 'fp32':
+            # Both runtimes run the float32 weights in float32. Would catch an OpenVINO model
+            # saved with float16 weights (ov.save_model's default): 3.7e-4 of the largest
+            # output off on this network with random weights, 3.8e-7 with float32 ones.
+            tol = 1e-4
             assert float(diff) <= tol * max(1, float(scale)), (backend, diff)
             assert float(rms) <= tol, (backend, rms)
             assert float(agree) > 99.0, (backend, agree)
