@@ -113,8 +113,8 @@ def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *
 def to_openvino(onnx_path: str, xml_path: Optional[str] = None) -> str:
     """Convert an exported model to OpenVINO IR (``.xml`` + ``.bin``), its weights in float32
     as exported. (``ov.save_model`` stores them in float16 by default: FCN-HRNetV2-W48's
-    logits then move by up to 2.6% of the largest, and 4% of its argmax flip on random
-    weights.)"""
+    argmax then disagrees with mmseg's on 3.7% of pixels, on random weights; see
+    docs/benchmarks.md.)"""
     import openvino as ov
     xml_path = xml_path or osp.splitext(onnx_path)[0] + '.xml'
     ov.save_model(ov.convert_model(onnx_path), xml_path, compress_to_fp16=False)

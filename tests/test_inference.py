@@ -163,8 +163,7 @@ def test_compiled_model_recompiles_once_for_new_sizes():
     counters.clear()
     # one exchange unit per stage, one block per stream: every stream and resize, and a third
     # less graph to compile twice than TINY_EXTRA's
-    extra = {name: dict(stage, num_modules=1, num_blocks=(1, ) * stage['num_branches'])
-             for name, stage in TINY_EXTRA.items()}
+    extra = {name: dict(stage, **ONE_UNIT_PER_STAGE[name]) for name, stage in TINY_EXTRA.items()}
     net = HRNet(None, extra=extra, compat=None, upsample_mode='nearest').eval()
     fast = prepare_for_inference(net, compile=True)
     graphs = []
