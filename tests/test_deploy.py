@@ -16,22 +16,25 @@ from .conftest import REPO, coco_options, coco_test_options, run_cli
 DEPLOY = [sys.executable, osp.join(REPO, 'tools', 'deploy.py')]
 
 
-@pytest.fixture
-def trained_tiny(trained_demo_tiny):
-    """The tiny demo config trained 4 iterations (conftest), and its mIoU under mim test
-    (float32)."""
+@pytest.fixture(scope='session')
+def exported_tiny(trained_demo_tiny, street_data, tmp_path_factory):
+    """The tiny demo config trained 4 iterations (conftest) and exported with its int8 model,
+    calibrated on 3 validation scenes (once: two tests read the export): ``(config,
+    checkpoint, mim test's mIoU of the PyTorch model (float32), export directory, export
+    log)``."""
     cfg, _, ckpt, log = trained_demo_tiny
-    return cfg, ckpt, float(re.findall(r'mIoU: ([0-9.]+)', log)[-1])
+    out_dir = str(tmp_path_factory.mktemp('tiny_deploy'))
+    export_log = run_cli(DEPLOY + ['export', cfg, ckpt, '--int8', '--calib', '3', '--out-dir',
+                                   out_dir, '--cfg-options',
+                                   f'val_dataloader.dataset.data_root={street_data}'])
+    return cfg, ckpt, float(re.findall(r'mIoU: ([0-9.]+)', log)[-1]), out_dir, export_log
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group('trained_street')  # the worker that trains it (conftest)
-def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_data,
+def test_seg_export_checks_and_evaluates_with_mmseg_metric(exported_tiny, street_data,
                                                            tmp_path):
-    cfg, ckpt, miou_torch = trained_tiny
-    out_dir = str(tmp_path / 'deploy')
-    log = run_cli(DEPLOY + ['export', cfg, ckpt, '--int8', '--calib', '3', '--out-dir', out_dir,
-                            '--cfg-options', f'val_dataloader.dataset.data_root={street_data}'])
+    cfg, ckpt, miou_torch, out_dir, log = exported_tiny
     # every runtime checked on two scenes, one of them of an odd size (dynamic H and W)
     rows = re.findall(r'(onnxruntime|openvino)\s+(fp32|bf16|int8)\s+input (\d) \((\d+), (\d+)\): '
                       r'max \|diff\| ([0-9.e+-]+) \(largest \|output\| ([0-9.]+)\), '
@@ -51,17 +54,14 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(trained_tiny, street_
             assert 0 < float(rms) <= 0.5, (backend, precision, rms)
     deploy_cfg = osp.join(out_dir, 'deploy_onnxruntime.py')
     assert osp.exists(deploy_cfg)
-    out = run_cli(DEPLOY + ['test', deploy_cfg, '--work-dir', str(tmp_path / 'test'),
-                            '--cfg-options', f'test_dataloader.dataset.data_root={street_data}',
-                            f"test_evaluator.1.output_dir={tmp_path / 'cs'}"])
-    miou_onnx = float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
-    assert abs(miou_onnx - miou_torch) <= 0.2, (miou_onnx, miou_torch)
-    # and mmseg's own test tool on the deploy config
+    # mmseg's own test tool on the deploy config (tools/deploy.py test, the same test loop
+    # without the checkpoint argument, evaluates the int8 model below)
     out = run_cli(['mim', 'test', 'mmsegmentation', deploy_cfg, '--checkpoint',
                    osp.join(out_dir, 'torch_weights.pth'), '--work-dir', str(tmp_path / 'mim'),
                    '--cfg-options', f'test_dataloader.dataset.data_root={street_data}',
-                   f"test_evaluator.1.output_dir={tmp_path / 'cs2'}"])
-    assert abs(float(re.findall(r'mIoU: ([0-9.]+)', out)[-1]) - miou_torch) <= 0.2
+                   f"test_evaluator.1.output_dir={tmp_path / 'cs'}"])
+    miou_onnx = float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
+    assert abs(miou_onnx - miou_torch) <= 0.2, (miou_onnx, miou_torch)
     # int8 (--int8 implies --openvino): calibrated on 3 of the 4 validation scenes, checked
     # against PyTorch, and evaluated by mmseg's metric; an int8 model is not an fp32 one
     assert 'calibration images: 3/3' in log
@@ -95,6 +95,30 @@ def predictions(path, key):
     return [np.asarray(sample['pred_instances'][key]) for sample in mmengine.load(path)]
 
 
+def _export_trained(trained, coco, out_dir):
+    """``tools/deploy.py export --int8`` of a trained pose / det test model, checked on the
+    validation images (the default street scenes are not what these toy models saw: their int8
+    activation ranges, calibrated on the people, clip on streets): ``(config, checkpoint,
+    mim test's log and predictions of the PyTorch model, export directory, images)``."""
+    cfg, ckpt, torch_log, torch_dump = trained
+    images = sorted(glob.glob(osp.join(coco, 'val', '*.png')))
+    run_cli(DEPLOY + ['export', cfg, ckpt, '--out-dir', out_dir, '--int8', '--calib', '4',
+                      '--images'] + images + coco_options(coco))
+    return cfg, ckpt, torch_log, torch_dump, out_dir, images
+
+
+@pytest.fixture(scope='session')
+def exported_pose(trained_pose, coco, tmp_path_factory):
+    """The trained pose test model exported (once: two tests read the export)."""
+    return _export_trained(trained_pose, coco, str(tmp_path_factory.mktemp('pose_deploy')))
+
+
+@pytest.fixture(scope='session')
+def exported_det(trained_det, coco, tmp_path_factory):
+    """The trained det test model exported (once: two tests read the export)."""
+    return _export_trained(trained_det, coco, str(tmp_path_factory.mktemp('det_deploy')))
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group('trained_coco')  # the worker that trains them (test_e2e_pose_det)
 @pytest.mark.parametrize('task, metrics', [('pose', ['AP', 'AR']),
@@ -106,16 +130,10 @@ def test_pose_and_det_exports_evaluate_with_the_toolbox_metric(task, metrics, co
     with the checkpoint's weights): the same scores and the same predictions as the PyTorch
     model under mim test."""
     # the PyTorch model's scores and predictions: mim test's, in the fixture
-    cfg, ckpt, torch_log, torch_dump = request.getfixturevalue(f'trained_{task}')
+    _, _, torch_log, torch_dump, out_dir, images = request.getfixturevalue(f'exported_{task}')
     shutil.copy(torch_dump, tmp_path / 'torch.pkl')
     package, dump = ('mmpose', '--dump') if task == 'pose' else ('mmdet', '--out')
     options = coco_test_options(package, coco)
-    out_dir = str(tmp_path / 'deploy')
-    # checked on the validation images (the default street scenes are not what these toy
-    # models saw: their int8 activation ranges, calibrated on the people, clip on streets)
-    images = sorted(glob.glob(osp.join(coco, 'val', '*.png')))
-    run_cli(DEPLOY + ['export', cfg, ckpt, '--out-dir', out_dir, '--int8', '--calib', '4',
-                      '--images'] + images + coco_options(coco))
     deploy_cfg = osp.join(out_dir, 'deploy_onnxruntime.py')
     assert osp.exists(deploy_cfg)
     # the toolbox's own test tool, as for the PyTorch model
@@ -196,16 +214,19 @@ def top_boxes_matched(boxes, scores, pixels, score_tol):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('config, task', [('pose_tiny.py', 'pose'), ('det_tiny.py', 'det')])
-def test_pose_and_det_networks_export_with_dynamic_size(config, task, tmp_path):
-    from hrnet_mm.deploy import Runtime, agreement, export_onnx, network
+@pytest.mark.xdist_group('trained_coco')  # the worker that trains and exports them
+@pytest.mark.parametrize('task', ['pose', 'det'])
+def test_pose_and_det_networks_export_with_dynamic_size(task, request):
+    """The exported pose / det network (the trained test model's) takes other batch sizes and
+    image sizes than it was exported at, with PyTorch's outputs."""
+    from hrnet_mm.deploy import Runtime, agreement, network
     sys.path.insert(0, osp.join(REPO, 'tools'))
     from deploy import build
-    _, model, got_task = build(osp.join(REPO, 'tests', 'configs', config), None)
+    cfg, ckpt, _, _, out_dir, _ = request.getfixturevalue(f'exported_{task}')
+    _, model, got_task = build(cfg, ckpt)
     assert got_task == task
-    size = (256, 192) if task == 'pose' else (192, 256)
-    path = export_onnx(model, task, str(tmp_path / 'model.onnx'), torch.randn(1, 3, *size))
-    runtime = Runtime('onnxruntime', path)
+    size = (256, 192) if task == 'pose' else (192, 256)  # the size it was exported at
+    runtime = Runtime('onnxruntime', osp.join(out_dir, 'model.onnx'))
     for hw in (size, (size[0] + 32, size[1] + 64)):
         x = torch.randn(2, 3, *hw)
         with torch.no_grad():
@@ -267,20 +288,21 @@ def test_missing_runtime_file_says_how_to_make_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_deployed_segmentor_slides_as_mmseg_does(tmp_path):
+@pytest.mark.xdist_group('trained_street')  # the worker that trains and exports it
+def test_deployed_segmentor_slides_as_mmseg_does(exported_tiny):
     """``test_cfg.mode='slide'``: the exported model runs mmseg's own sliding window, so its
     logits are the PyTorch segmentor's in slide mode. Would catch: the whole image run once
     (the window ignored), which differs from slide by far more than the export's rounding."""
     from mmengine.config import ConfigDict
 
-    from hrnet_mm.deploy import DeployedSegmentor, export_onnx
-
-    from .conftest import build_model, randomize_norms
-    _, model = build_model(osp.join(REPO, 'tests', 'configs', 'demo_tiny.py'))
-    model = randomize_norms(model).eval()
-    path = export_onnx(model, 'seg', str(tmp_path / 'model.onnx'), torch.rand(1, 3, 64, 64))
+    from hrnet_mm.deploy import DeployedSegmentor
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    from deploy import build
+    cfg, ckpt, _, out_dir, _ = exported_tiny
+    _, model, _ = build(cfg, ckpt)  # the trained model the export was made from
     slide = dict(mode='slide', crop_size=(64, 96), stride=(48, 64))
-    deployed = DeployedSegmentor('onnxruntime', path, num_classes=19, test_cfg=slide,
+    deployed = DeployedSegmentor('onnxruntime', osp.join(out_dir, 'model.onnx'),
+                                 num_classes=19, test_cfg=slide,
                                  data_preprocessor=model.data_preprocessor).eval()
     x = torch.randn(1, 3, 100, 150)
 
