@@ -11,5 +11,8 @@ export PATH="$venv/bin:$PATH"
 # them in this process), each worker's torch on its share of the cores (tests/conftest.py);
 # tests that share a trained model run on one worker (xdist groups).
 # --durations=15: the slowest tests, so the next person sees where the time goes.
+# -p no:hypothesispytest: hypothesis's pytest plugin imports hypothesis for its end-of-run
+# summary (1.7 s) in a process that runs no test; its one test here runs without the plugin.
 workers=${HRNET_MM_TEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}
-exec python -m pytest tests -n "$workers" --dist loadgroup --durations=15 "$@"
+exec python -m pytest tests -n "$workers" --dist loadgroup --durations=15 \
+    -p no:hypothesispytest "$@"
