@@ -7,7 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from .conftest import REPO, averaging_weights
+from .conftest import REPO, averaging_weights, run_tool_main
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py'))
                  + glob.glob(osp.join(REPO, 'configs', 'examples', '*.py')))
@@ -177,7 +177,6 @@ def test_metafile_check_names_the_stale_entry(tmp_path, monkeypatch):
     """The --check command on one config: up to date as shipped; with its FLOPs changed in a
     copy of the repository's metafile, it fails naming the config and the fix (the tool's
     main() in this process, on the copy: the same check without a second interpreter)."""
-    import importlib.util
     import shutil
     import subprocess
     import sys
@@ -194,16 +193,11 @@ def test_metafile_check_names_the_stale_entry(tmp_path, monkeypatch):
                      if m['Config'] == config)['Metadata']['FLOPs'])
     assert text.count(f'FLOPs: {flops}') == 1
     meta.write_text(text.replace(f'FLOPs: {flops}', f'FLOPs: {int(flops) + 1}'))
-    spec = importlib.util.spec_from_file_location('metafile_of_the_copy', check[0])
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    assert tool.REPO == str(repo)  # the copy's metafile is the one checked
     monkeypatch.chdir(repo)
-    monkeypatch.setattr(sys, 'argv', check)
-    monkeypatch.setattr(sys, 'path', list(sys.path))  # main() puts the copy on it
-    with pytest.raises(SystemExit) as exit_:
-        tool.main()
-    assert f'the entry of {config} is out of date: python tools/metafile.py' in str(exit_.value)
+    code, tool = run_tool_main(check[0], check[1:], monkeypatch)
+    assert tool['REPO'] == str(repo)  # the copy's metafile is the one checked
+    assert isinstance(code, str), code  # it exits with a message
+    assert f'the entry of {config} is out of date: python tools/metafile.py' in code
 
 
 def test_mim_search_lists_every_config():

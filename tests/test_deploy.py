@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import REPO, coco_options, coco_test_options, run_cli
+from .conftest import REPO, coco_options, coco_test_options, run_cli, run_tool_main
 
 DEPLOY = [sys.executable, osp.join(REPO, 'tools', 'deploy.py')]
 
@@ -321,13 +321,11 @@ def test_deployed_segmentor_slides_as_mmseg_does(exported_tiny):
 
 
 def deploy_cli(monkeypatch, *args):
-    """tools/deploy.py's command line, in this process: its error as a user reads it."""
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    import deploy
-    monkeypatch.setattr(sys, 'argv', ['tools/deploy.py'] + list(args))
-    with pytest.raises(SystemExit) as exit_:
-        deploy.main()
-    return str(exit_.value)
+    """tools/deploy.py's command line, in this process (:func:`run_tool_main`): its error as a
+    user reads it."""
+    code, _ = run_tool_main(DEPLOY[1], args, monkeypatch)
+    assert isinstance(code, str), code  # it exits with a message
+    return code
 
 
 TINY = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')

@@ -14,23 +14,15 @@ import torch.nn.functional as F
 from hrnet_mm import HRNet, HRNetConcatNeck, HRNetPyramidNeck
 from hrnet_mm.convert import ConversionError, convert
 
-from .conftest import REPO, cli_env, quiet, randomize_norms, run_cli
+from .conftest import REPO, cli_env, quiet, randomize_norms, run_cli, run_tool_main
 
 CONVERT = [sys.executable, osp.join(REPO, 'tools', 'convert_checkpoint.py')]
 
 
-def convert_tool(args, capsys):
-    """``python tools/convert_checkpoint.py ARGS`` run in this process (its ``main``, with the
-    command's argument parsing and exits; the slow official-seg test runs it as a command):
-    ``(exit, stdout, stderr)``, where ``exit`` is 0 or what ``sys.exit`` was given (a message
-    is printed to stderr with exit status 1)."""
-    import runpy
-    main = runpy.run_path(CONVERT[1])['main']
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
+def convert_tool(args, capsys, monkeypatch):
+    """``python tools/convert_checkpoint.py ARGS`` run in this process (:func:`run_tool_main`;
+    the slow official-seg test runs it as a command): ``(exit, stdout, stderr)``."""
+    code, _ = run_tool_main(CONVERT[1], args, monkeypatch)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -97,7 +89,8 @@ def test_official_segmentation_checkpoint_converts_to_same_predictions(tmp_path)
 
 
 @pytest.mark.parametrize('src_format', ['official-cls', 'timm'])
-def test_classification_checkpoints_drop_heads_and_load(tmp_path, src_format, capsys):
+def test_classification_checkpoints_drop_heads_and_load(tmp_path, src_format, capsys,
+                                                        monkeypatch):
     net = _randomized('w18_small')
     state = OrderedDict(net.state_dict())
     state['incre_modules.0.0.conv1.weight'] = torch.zeros(32, 16, 1, 1)
@@ -106,7 +99,7 @@ def test_classification_checkpoints_drop_heads_and_load(tmp_path, src_format, ca
     state['classifier.weight'] = torch.zeros(1000, 2048)
     src, dst = tmp_path / 'cls.pth', tmp_path / 'ours.pth'
     torch.save({'state_dict': state} if src_format == 'timm' else state, src)
-    code, out, _ = convert_tool([src_format, src, dst, '--arch', 'w18_small'], capsys)
+    code, out, _ = convert_tool([src_format, src, dst, '--arch', 'w18_small'], capsys, monkeypatch)
     assert code == 0
     assert 'classifier, downsamp_modules, final_layer, incre_modules' in out
     assert "upsample_mode='nearest'" in out  # how the classification nets were trained
@@ -118,23 +111,23 @@ def test_classification_checkpoints_drop_heads_and_load(tmp_path, src_format, ca
             assert torch.equal(a, b)
 
 
-def test_conversion_with_the_wrong_width_fails_naming_tensors(tmp_path, capsys):
+def test_conversion_with_the_wrong_width_fails_naming_tensors(tmp_path, capsys, monkeypatch):
     state = HRNet('w18').state_dict()
     with pytest.raises(ConversionError, match='another width'):
         convert(state, 'official-cls', 'w32')
     torch.save(state, tmp_path / 'w18.pth')
     code, _, _ = convert_tool(['official-cls', tmp_path / 'w18.pth', tmp_path / 'o.pth',
-                               '--arch', 'w32'], capsys)
+                               '--arch', 'w32'], capsys, monkeypatch)
     assert isinstance(code, str) and 'another width' in code  # status 1, said on stderr
     assert not (tmp_path / 'o.pth').exists()
 
 
-def test_truncated_checkpoint_is_reported(tmp_path, capsys):
+def test_truncated_checkpoint_is_reported(tmp_path, capsys, monkeypatch):
     torch.save(HRNet('w18_small').state_dict(), tmp_path / 'good.pth')
     data = (tmp_path / 'good.pth').read_bytes()
     (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
     code, _, _ = convert_tool(['official-cls', tmp_path / 'cut.pth', tmp_path / 'o.pth',
-                               '--arch', 'w18_small'], capsys)
+                               '--arch', 'w18_small'], capsys, monkeypatch)
     assert isinstance(code, str) and 'cannot read' in code  # status 1, said on stderr
     assert not (tmp_path / 'o.pth').exists()
     net = HRNet('w18_small', init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'cut.pth')))
