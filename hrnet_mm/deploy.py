@@ -34,6 +34,7 @@ itself: its accuracy is for a person to check (``tools/deploy.py test``).
 """
 import copy
 import os.path as osp
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -71,25 +72,48 @@ def network(model: nn.Module, task: str) -> nn.Module:
 
 
 def _smallest_side(model: nn.Module, task: str) -> int:
-    """The smallest height and width an export is declared for. From 33: at 32 the 1/32
-    stream is one pixel, a size torch.export specializes. A detector's pyramid pools its
-    coarsest level (stride S) from the 1/4 map, which is empty below S - 3 (61 for 5 levels).
-    Declared smaller, the exporter fails, refines the range itself and captures again
-    (seconds lost)."""
+    """The smallest height and width an export is declared for, and taken from. From 33: at
+    32 the 1/32 stream is one pixel, a size torch.export specializes. A detector's pyramid
+    pools its coarsest level (stride S) from the 1/4 map, which is empty below S - 3 (61 for
+    5 levels). (Declared smaller, torch.export fails, refines the range itself and captures
+    again: seconds lost.)"""
     strides = getattr(getattr(model, 'neck', None), 'out_strides', None) if task == 'det' \
         else None
     return max([33] + [s - 3 for s in strides or ()])
 
 
+# How the network becomes an ONNX graph: traced with torch.jit (torch.onnx.export's
+# ``dynamo=False``) or captured with torch.export (``dynamo=True``).
+EXPORTERS = ('torchscript', 'dynamo')
+
+
 def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *,
-                opset: int = 18, fold: bool = True) -> str:
+                opset: int = 18, fold: bool = True, exporter: str = 'torchscript') -> str:
     """Export ``model``'s network (see the module docstring) to ``path`` with dynamic batch,
-    height and width; ``example`` is an input batch of the right channel count.
+    height and width; ``example`` is an input batch of the right channel count, at least as
+    high and wide as :func:`_smallest_side` (33 px; a detector with a 5-level pyramid 61).
 
     ``fold`` (default True): export a copy with batch norms folded into convs and the streams
     mixed before resizing (``hrnet_mm.rewrites``), the same function in fewer operations;
     ``model`` is not changed. False exports the model's own graph. A model on a GPU is
-    exported from a copy on the CPU (the exported model runs on CPU runtimes)."""
+    exported from a copy on the CPU (the exported model runs on CPU runtimes).
+
+    ``exporter``: ``'torchscript'`` (default) traces the network once; ``'dynamo'`` captures
+    it with torch.export under symbolic shapes. Both give graphs that compute PyTorch's output
+    at every size and batch (HRNet's sizes are read from the tensors in either; the tests
+    check both at sizes and batches the export did not see, and ONNX Runtime and OpenVINO run
+    them at the same speed), but the trace takes a tenth of the time or less
+    (docs/deployment.md: FCN-HRNetV2-W48 6-7 s against 45-47 s on 2 cores). PyTorch has
+    deprecated its TorchScript exporter since 2.9 and still ships it; ``'dynamo'`` is the way
+    on a torch without it. A trace records Python decisions at the example's size, so
+    ``tools/deploy.py export`` checks every export at a second size."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
+    side = _smallest_side(model, task)
+    if min(example.shape[-2:]) < side:
+        raise ValueError(
+            f'the example batch is {tuple(example.shape[-2:])}: an export of this {task} '
+            f'network needs an example at least {side} px high and wide; give a larger one')
     example = example.cpu()
     if device_of(model).type != 'cpu':
         model = copy.deepcopy(model).cpu()
@@ -97,16 +121,27 @@ def export_onnx(model: nn.Module, task: str, path: str, example: torch.Tensor, *
         from .rewrites import fold_batch_norms, mix_streams_before_resize
         model = mix_streams_before_resize(fold_batch_norms(copy.deepcopy(model).eval()))
     net = network(model, task)
-    batch = torch.export.Dim('batch', min=1, max=1024)
-    side = _smallest_side(model, task)
-    height = torch.export.Dim('height', min=side, max=8192)
-    width = torch.export.Dim('width', min=side, max=8192)
-    if example.shape[0] == 1:  # a dynamic batch needs an example of two or more (torch.export)
-        example = torch.cat([example, example])
-    with torch.no_grad():
-        torch.onnx.export(net, (example,), path, dynamo=True, opset_version=opset,
-                          input_names=['input'],
-                          dynamic_shapes=({0: batch, 2: height, 3: width},), verbose=False)
+    if exporter == 'dynamo':
+        if example.shape[0] == 1:  # a dynamic batch needs an example of two or more
+            example = torch.cat([example, example])
+        batch = torch.export.Dim('batch', min=1, max=1024)
+        height = torch.export.Dim('height', min=side, max=8192)
+        width = torch.export.Dim('width', min=side, max=8192)
+        options = dict(dynamo=True, dynamic_shapes=({0: batch, 2: height, 3: width},))
+    else:
+        options = dict(dynamo=False,
+                       dynamic_axes={'input': {0: 'batch', 2: 'height', 3: 'width'}})
+    with torch.no_grad(), warnings.catch_warnings():
+        # chosen, not stumbled on (see above)
+        warnings.filterwarnings('ignore', 'You are using the legacy TorchScript-based ONNX',
+                                DeprecationWarning)
+        warnings.filterwarnings('ignore', 'The feature will be removed', DeprecationWarning)
+        # hrnet_mm's input checks compare sizes in Python (the trace keeps their outcome at
+        # the example, which passed them); its graphs read sizes from the tensors
+        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning,
+                                module=r'hrnet_mm\.')
+        torch.onnx.export(net, (example,), path, opset_version=opset, input_names=['input'],
+                          verbose=False, **options)
     return path
 
 

@@ -268,6 +268,56 @@ def test_export_mixes_the_streams_before_resizing_with_the_same_output(tmp_path)
     assert model.neck.premix is None  # the model exported is not changed
 
 
+@pytest.mark.slow
+def test_both_exporters_give_the_pyramid_at_sizes_and_batches_not_exported(tmp_path):
+    """The det network (HRNet and its pooled pyramid, the most size-dependent graph here),
+    exported by the default trace and by torch.export: ONNX Runtime gives PyTorch's pyramid at
+    another batch and at odd sizes from either. Would catch a size the trace recorded at the
+    example's (a resize or pooling fixed to it: shapes or values off at other sizes), and
+    either exporter missing a path. The export says nothing of its own choices: no deprecation
+    or trace warnings from hrnet_mm."""
+    import warnings
+
+    from hrnet_mm.deploy import Runtime, export_onnx, network
+
+    from .conftest import build_random
+    _, model = build_random(osp.join(REPO, 'tests', 'configs', 'det_tiny.py'))
+    net = network(model, 'det')
+    x = torch.randn(1, 3, 96, 128)
+    for exporter in ('torchscript', 'dynamo'):
+        path = str(tmp_path / f'{exporter}.onnx')
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter('always')
+            export_onnx(model, 'det', path, x, exporter=exporter)
+        ours = [w for w in said if 'hrnet_mm' in w.filename
+                or issubclass(w.category, DeprecationWarning) and 'ONNX' in str(w.message)]
+        assert not ours, [str(w.message) for w in ours]
+        runtime = Runtime('onnxruntime', path)
+        for shape in ((1, 3, 96, 128), (3, 3, 131, 97), (1, 3, 160, 224)):
+            y = torch.randn(*shape)
+            with torch.no_grad():
+                ref = list(net(y))
+            outs = runtime(y)
+            assert [o.shape for o in outs] == [r.shape for r in ref], (exporter, shape)
+            for o, r in zip(outs, ref):
+                assert (o - r).abs().max() <= 1e-4 * r.abs().max(), (exporter, shape)
+
+
+def test_export_refuses_an_example_too_small_for_every_stream(tmp_path):
+    """Below 33 px the 1/32 stream is a pixel (a detector's coarsest pooled level is empty
+    below 61): the export says what example it needs before exporting anything."""
+    from hrnet_mm.deploy import export_onnx
+
+    from .conftest import build_random
+    _, det = build_random(osp.join(REPO, 'tests', 'configs', 'det_tiny.py'))
+    with pytest.raises(ValueError, match='at least 61 px high and wide; give a larger one'):
+        export_onnx(det, 'det', str(tmp_path / 'det.onnx'), torch.randn(1, 3, 60, 128))
+    with pytest.raises(ValueError, match="exporter must be one of"):
+        export_onnx(det, 'det', str(tmp_path / 'det.onnx'), torch.randn(1, 3, 64, 64),
+                    exporter='jit')
+    assert not list(tmp_path.iterdir())
+
+
 def test_relative_rms_is_the_worst_outputs_error_over_its_spread():
     """Hand-computed: a reference of ones, one element off by 2 in four (RMS of the error 1,
     of the reference 1); a second output off by 1% everywhere. Would catch: the mean over

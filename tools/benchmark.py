@@ -25,6 +25,10 @@ its argmax agreement with mmseg's float32 output. The systems:
 rows, OpenVINO's per-op counters for its rows (by layer type and kernel: which layers run int8
 kernels and which stay in floating point).
 
+``--dynamo`` adds ONNX Runtime and OpenVINO on the graph ``torch.export`` captures
+(``export_onnx(exporter='dynamo')``) beside the default trace's: the same speed, and the
+start-up column shows each export's time.
+
 ``--unmixed`` adds hrnet_mm and OpenVINO with the streams concatenated before the head's 1x1
 conv, as the model is written, to show what mixing before resizing gives each. Where mixing
 before resizing applies to the model, the rows of hrnet_mm and its exports say whether they do
@@ -156,17 +160,18 @@ def scene(size, seed=0):
 # --- the systems ---------------------------------------------------------------------------
 
 class System:
-    def __init__(self, name, precision, compiled, make, mix=None):
+    def __init__(self, name, precision, compiled, make, mix=None, exporter=None):
         self.name, self.precision, self.compiled, self.make = name, precision, compiled, make
         # hrnet_mm and its exports, where the model's streams can be mixed before resizing:
         # whether this row does; None otherwise
         self.mix = mix
+        self.exporter = exporter  # an export's, where --dynamo asks for both
         self.times, self.run, self.out = [], None, None
 
     @property
     def label(self):
         return row_label(dict(name=self.name, precision=self.precision, compiled=self.compiled,
-                              mix_before_resize=self.mix))
+                              mix_before_resize=self.mix, exporter=self.exporter))
 
     def start(self, x):
         t = time.perf_counter()
@@ -227,16 +232,17 @@ def seg_systems(ref, ours, x, args, tmp):
     return systems
 
 
-def exported(ours, task, x, tmp, backend, precision, fold=True, calib=0):
-    """A system's ``make``: our model exported (once per ``fold``), on ``backend`` at
-    ``precision``; int8: quantized by NNCF on ``calib`` street scenes of the input's size
-    (the calibration is part of the start-up)."""
+def exported(ours, task, x, tmp, backend, precision, fold=True, calib=0,
+             exporter='torchscript'):
+    """A system's ``make``: our model exported (once per ``fold`` and ``exporter``), on
+    ``backend`` at ``precision``; int8: quantized by NNCF on ``calib`` street scenes of the
+    input's size (the calibration is part of the start-up)."""
     from hrnet_mm.deploy import Runtime, export_onnx, quantize_openvino, to_openvino
 
     def make():
-        onnx_path = osp.join(tmp, f"{task}{'' if fold else '_unfolded'}.onnx")
+        onnx_path = osp.join(tmp, f"{task}{'' if fold else '_unfolded'}_{exporter}.onnx")
         if not osp.exists(onnx_path):
-            export_onnx(ours, task, onnx_path, x, fold=fold)
+            export_onnx(ours, task, onnx_path, x, fold=fold, exporter=exporter)
         path = onnx_path
         if backend == 'openvino':
             path = onnx_path[:-len('.onnx')] + '.xml'
@@ -271,12 +277,19 @@ def runtime_precisions(args, precisions):
 
 
 def exported_systems(ours, task, x, args, tmp, precisions, mixed=None):
-    """ONNX Runtime (fp32) and OpenVINO (each precision, int8 included) on our export."""
-    return [System('onnxruntime', 'fp32', False, exported(ours, task, x, tmp, 'onnxruntime',
-                                                        'fp32'), mix=mixed)] + [
-        System('openvino', p, False, exported(ours, task, x, tmp, 'openvino', p,
-                                              calib=args.calib), mix=mixed)
-        for p in runtime_precisions(args, precisions)]
+    """ONNX Runtime (fp32) and OpenVINO (each precision, int8 included) on our export; with
+    ``--dynamo``, on the default trace's export and then on torch.export's."""
+    systems = []
+    for exporter in ('torchscript', 'dynamo') if args.dynamo else ('torchscript', ):
+        label = exporter if args.dynamo else None
+        systems += [System('onnxruntime', 'fp32', False,
+                           exported(ours, task, x, tmp, 'onnxruntime', 'fp32',
+                                    exporter=exporter), mix=mixed, exporter=label)] + [
+            System('openvino', p, False, exported(ours, task, x, tmp, 'openvino', p,
+                                                  calib=args.calib, exporter=exporter),
+                   mix=mixed, exporter=label)
+            for p in runtime_precisions(args, precisions)]
+    return systems
 
 
 def pose_systems(ref, ours, x, args, tmp):
@@ -333,6 +346,8 @@ def measure(systems, x, rounds, task):
                          startup_s=s.startup_s, argmax_agreement=agree, max_abs_diff=diff))
         if s.mix is not None:
             rows[-1]['mix_before_resize'] = s.mix
+        if s.exporter is not None:
+            rows[-1]['exporter'] = s.exporter
     return rows
 
 
@@ -625,7 +640,8 @@ def report_profile(title, prof):
 
 def row_label(r):
     return (f"{r['name']} {r['precision']}{' compiled' if r['compiled'] else ''}"
-            f"{' concat-then-mix' if r.get('mix_before_resize') is False else ''}")
+            f"{' concat-then-mix' if r.get('mix_before_resize') is False else ''}"
+            f"{' (torch.export)' if r.get('exporter') == 'dynamo' else ''}")
 
 
 def report(title, rows):
@@ -661,6 +677,10 @@ def main():
                         help='also hrnet_mm (compiled if compiling) and OpenVINO with the '
                         'streams concatenated before the head\'s 1x1 conv, as the model is '
                         'written (mix_before_resize=False; export with fold=False)')
+    parser.add_argument('--dynamo', action='store_true',
+                        help="also ONNX Runtime and OpenVINO on torch.export's graph "
+                        "(export_onnx(exporter='dynamo')), beside the default trace's; the "
+                        'start-up column holds each export')
     parser.add_argument('--pose', action='store_true', help='also pose W32 256x192, batch 32')
     parser.add_argument('--pose-batch', type=int, default=32)
     parser.add_argument('--glibc-defaults', action='store_true',

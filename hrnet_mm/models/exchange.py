@@ -19,10 +19,10 @@ from .blocks import make_res_layer
 
 
 def tracing() -> bool:
-    """Inside torch.compile or torch.export (the ONNX exporter's default), whose graphs must
-    hold for every input size. (A TorchScript trace, as mmengine's FLOP counter makes, runs
-    the eager path and so records the branches of its example size.)"""
-    return torch.compiler.is_compiling()
+    """Inside torch.compile, torch.export or an ONNX export (either exporter), whose graphs
+    must hold for every input size. (A plain TorchScript trace, as mmengine's FLOP counter
+    makes, runs the eager path and so records the branches of its example size.)"""
+    return torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 @contextlib.contextmanager
