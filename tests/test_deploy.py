@@ -406,3 +406,11 @@ def test_int8_export_refuses_what_it_cannot_calibrate(street_data, tmp_path, mon
     assert '--calib and --max-drop go with --int8' in deploy_cli(
         monkeypatch, 'export', TINY, '--calib', '2', *out)
     assert not (tmp_path / 'out').exists()  # nothing was exported
+
+
+def test_export_refuses_an_unknown_exporter_before_building(tmp_path, monkeypatch):
+    """Checked by the tool itself (so that --help need not import hrnet_mm): the refusal
+    names the exporters and comes before the model is built or anything is written."""
+    assert '--exporter jit: give one of torchscript, dynamo' in deploy_cli(
+        monkeypatch, 'export', TINY, '--exporter', 'jit', '--out-dir', str(tmp_path / 'out'))
+    assert not (tmp_path / 'out').exists()

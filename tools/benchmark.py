@@ -279,8 +279,9 @@ def runtime_precisions(args, precisions):
 def exported_systems(ours, task, x, args, tmp, precisions, mixed=None):
     """ONNX Runtime (fp32) and OpenVINO (each precision, int8 included) on our export; with
     ``--dynamo``, on the default trace's export and then on torch.export's."""
+    from hrnet_mm.deploy import EXPORTERS
     systems = []
-    for exporter in ('torchscript', 'dynamo') if args.dynamo else ('torchscript', ):
+    for exporter in EXPORTERS if args.dynamo else ('torchscript', ):
         label = exporter if args.dynamo else None
         systems += [System('onnxruntime', 'fp32', False,
                            exported(ours, task, x, tmp, 'onnxruntime', 'fp32',

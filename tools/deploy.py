@@ -220,8 +220,10 @@ def quantize(args, cfg, model, task, xml, dataset):
 
 
 def export(args):
-    from hrnet_mm.deploy import export_onnx, network, to_openvino
+    from hrnet_mm.deploy import EXPORTERS, export_onnx, network, to_openvino
     from hrnet_mm.precision import native_bf16
+    if args.exporter not in EXPORTERS:  # (checked here, not by argparse: -h stays quick)
+        raise SystemExit(f'--exporter {args.exporter}: give one of {", ".join(EXPORTERS)}')
     cfg, model, task = build(args.config, args.checkpoint, args.cfg_options)
     if args.int8 or args.calib is not None or args.max_drop is not None:
         if not args.int8:
@@ -373,8 +375,6 @@ def test(args):
 
 def main():
     from mmengine.config import DictAction
-    sys.path.insert(0, REPO)
-    from hrnet_mm.deploy import EXPORTERS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('export', help='export to ONNX (and OpenVINO) and check against torch')
@@ -388,7 +388,7 @@ def main():
     p.add_argument('--no-fold', action='store_true',
                    help="export the model's own graph: batch norms not folded into convs, "
                    'streams concatenated before the 1x1 conv that mixes them')
-    p.add_argument('--exporter', choices=EXPORTERS, default='torchscript',
+    p.add_argument('--exporter', default='torchscript',
                    help="torchscript (default): torch.onnx.export's trace, about 10x faster; "
                    'dynamo: torch.export (for a torch without the TorchScript exporter)')
     p.add_argument('--tolerance', type=float, default=1e-3,
@@ -417,6 +417,7 @@ def main():
     t.add_argument('--dump', help='also write the predictions to this .pkl file')
     t.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
+    sys.path.insert(0, REPO)
     if args.command == 'export':
         args.out_dir = args.out_dir or osp.join(
             'work_dirs', 'deploy', osp.splitext(osp.basename(args.config))[0])
