@@ -172,6 +172,33 @@ def test_metafile_entry_is_recounted(path):
     assert listed[osp.relpath(path, REPO)] == entry(path)
 
 
+def test_flops_are_counted_from_shapes_with_torchs_convolution_back_after():
+    """tools/get_flops.py traces with uncomputed convolutions: the count mmengine makes on the
+    trace is the hand count, with them computed or not, and torch's own kernel computes again
+    afterwards, an error inside included. Would catch a wrong output size (stride, padding,
+    dilation), a lost memory format, or a convolution left answering zeros."""
+    import sys
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    from get_flops import shapes_only_convolutions
+    from mmengine.analysis import FlopAnalyzer
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3, stride=2, padding=2, dilation=2, groups=2),
+        torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 1)).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 4, 9, 11).contiguous(memory_format=torch.channels_last)
+    # output 5x6: 8 x (4/2) x 3x3 weights at 30 places, then 3 x 8 at 30: 4320 + 720
+    with torch.no_grad():
+        computed = net(x)
+        assert FlopAnalyzer(net, (x,)).total() == 5040
+        with shapes_only_convolutions():
+            assert FlopAnalyzer(net, (x,)).total() == 5040
+            out = net(x)
+        assert out.shape == computed.shape and out.stride() == computed.stride()
+        assert not out.any()
+        with pytest.raises(ValueError), shapes_only_convolutions():
+            raise ValueError
+        torch.testing.assert_close(net(x), computed)
+
+
 @pytest.mark.slow
 def test_metafile_check_names_the_stale_entry(tmp_path, monkeypatch):
     """The --check command on one config: up to date as shipped; with its FLOPs changed in a
