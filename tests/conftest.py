@@ -212,6 +212,22 @@ def run_tool_main(path, args, monkeypatch):
     return 0, tool
 
 
+def run_tool(path, args):
+    """``python PATH ARGS`` as :func:`run_cli` runs it, in this process (:func:`run_tool_main`,
+    for session fixtures too): what it printed; the test fails with it if the tool exits
+    with an error."""
+    import contextlib
+    import io
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed), \
+            contextlib.redirect_stderr(printed):
+        code, _ = run_tool_main(path, args, monkeypatch)
+    if code not in (0, None):
+        pytest.fail(f'{path} {" ".join(map(str, args))} exited {code}:\n'
+                    f'{printed.getvalue()[-6000:]}')
+    return printed.getvalue()
+
+
 @pytest.fixture(scope='session')
 def street_data(tmp_path_factory):
     """A small copy of the procedural Cityscapes-layout dataset (8 train, 4 val images)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import REPO, coco_options, coco_test_options, run_cli, run_tool_main
+from .conftest import REPO, coco_options, coco_test_options, run_cli, run_tool, run_tool_main
 
 DEPLOY = [sys.executable, osp.join(REPO, 'tools', 'deploy.py')]
 
@@ -24,9 +24,9 @@ def exported_tiny(trained_demo_tiny, street_data, tmp_path_factory):
     log)``."""
     cfg, _, ckpt, log = trained_demo_tiny
     out_dir = str(tmp_path_factory.mktemp('tiny_deploy'))
-    export_log = run_cli(DEPLOY + ['export', cfg, ckpt, '--int8', '--calib', '3', '--out-dir',
-                                   out_dir, '--cfg-options',
-                                   f'val_dataloader.dataset.data_root={street_data}'])
+    export_log = run_tool(DEPLOY[1], ['export', cfg, ckpt, '--int8', '--calib', '3',
+                                      '--out-dir', out_dir, '--cfg-options',
+                                      f'val_dataloader.dataset.data_root={street_data}'])
     return cfg, ckpt, float(re.findall(r'mIoU: ([0-9.]+)', log)[-1]), out_dir, export_log
 
 
@@ -76,10 +76,10 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(exported_tiny, street
         Runtime('openvino', model_int8, 'fp32')
     with pytest.raises(ValueError, match='not quantized: make an int8 model'):
         Runtime('openvino', osp.join(out_dir, 'model.xml'), 'int8')
-    out = run_cli(DEPLOY + ['test', osp.join(out_dir, 'deploy_openvino_int8.py'), '--work-dir',
-                            str(tmp_path / 'test8'), '--cfg-options',
-                            f'test_dataloader.dataset.data_root={street_data}',
-                            f"test_evaluator.1.output_dir={tmp_path / 'cs8'}"])
+    out = run_tool(DEPLOY[1], ['test', osp.join(out_dir, 'deploy_openvino_int8.py'),
+                               '--work-dir', str(tmp_path / 'test8'), '--cfg-options',
+                               f'test_dataloader.dataset.data_root={street_data}',
+                               f"test_evaluator.1.output_dir={tmp_path / 'cs8'}"])
     miou_int8 = float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
     assert abs(miou_int8 - miou_torch) <= 0.5, (miou_int8, miou_torch)
 
@@ -102,8 +102,8 @@ def _export_trained(trained, coco, out_dir):
     mim test's log and predictions of the PyTorch model, export directory, images)``."""
     cfg, ckpt, torch_log, torch_dump = trained
     images = sorted(glob.glob(osp.join(coco, 'val', '*.png')))
-    run_cli(DEPLOY + ['export', cfg, ckpt, '--out-dir', out_dir, '--int8', '--calib', '4',
-                      '--images'] + images + coco_options(coco))
+    run_tool(DEPLOY[1], ['export', cfg, ckpt, '--out-dir', out_dir, '--int8', '--calib', '4',
+                         '--images'] + images + coco_options(coco))
     return cfg, ckpt, torch_log, torch_dump, out_dir, images
 
 
