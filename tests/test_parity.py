@@ -200,9 +200,12 @@ STOCK = [
     ('mmseg', 'hrnet/fcn_hr18_4xb2-80k_cityscapes-512x1024.py', ODD),
     ('mmseg', 'hrnet/fcn_hr48_4xb2-80k_cityscapes-512x1024.py', ODD),
     ('mmseg', 'hrnet/fcn_hr18_4xb4-80k_ade20k-512x512.py', (128, 171)),  # keep-ratio resize
+    # (the recipe's 256x192 halved: every stream a whole size, as at 256x192)
     ('mmpose', 'body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py',
-     (256, 192)),
-    ('mmdet', 'hrnet/faster-rcnn_hrnetv2p-w32-1x_coco.py', (256, 416)),
+     (128, 96)),
+    # a multiple of 32 as mmdet pads to, odd at 1/32 (5x7), and the neck's 1/64 level pooled
+    # with a remainder both ways (40x56 at 1/4, pooled by 16: 2x3)
+    ('mmdet', 'hrnet/faster-rcnn_hrnetv2p-w32-1x_coco.py', (160, 224)),
 ]
 
 
