@@ -41,7 +41,8 @@ _read_each_metafile_once()
 
 def pytest_configure(config):
     config.addinivalue_line(
-        'markers', 'slow: trains, exports or benchmarks (the quick tier is -m "not slow")')
+        'markers', 'slow: trains, exports, benchmarks or runs several processes of its own (the '
+        'quick tier is -m "not slow")')
     config.addinivalue_line(
         'markers', 'cuda: its subject is a CUDA GPU; skipped with the reason on a host without')
 

@@ -52,6 +52,7 @@ runner.train()
     return osp.join(tmp_path, 'iter_2.pth')
 
 
+@pytest.mark.slow  # mmengine's Runner trains, in a fresh interpreter
 @pytest.mark.xdist_group('runner_checkpoint')
 def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
     from mmengine.runner import load_checkpoint
@@ -68,6 +69,7 @@ def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
     assert torch.equal(model.lin.weight, ckpt['state_dict']['lin.weight'])
 
 
+@pytest.mark.slow  # mmengine's Runner trains, in a fresh interpreter
 @pytest.mark.xdist_group('runner_checkpoint')
 def test_the_allowlist_is_not_process_wide(runner_checkpoint):
     """Importing hrnet_mm widens nothing outside mmengine's checkpoint loading."""

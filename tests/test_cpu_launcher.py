@@ -3,7 +3,7 @@ destroyed before the interpreter finalises (a gloo group left to finalisation ca
 finished run: "terminate called without an active exception")."""
 import sys
 
-from .conftest import run_cli
+import pytest
 
 SCRIPT = '''
 import atexit, os, sys
@@ -32,10 +32,25 @@ del model
 '''
 
 
+@pytest.mark.slow  # two ranks, each a fresh interpreter
 def test_process_group_is_destroyed_at_exit(tmp_path):
+    """Two ranks started as torchrun starts them (its environment: RANK, LOCAL_RANK,
+    WORLD_SIZE, MASTER_ADDR, MASTER_PORT), without torchrun's own interpreter. Would catch: the
+    group alive when the interpreter finalises, or a rank that exits nonzero."""
+    import subprocess
+
+    from .conftest import cli_env
     script = tmp_path / 'dist_exit.py'
     script.write_text(SCRIPT)
-    run_cli([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-             '--master_port=29613', str(script), str(tmp_path)], timeout=300)
+    ranks = []
+    for rank in (0, 1):
+        env = dict(cli_env(), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',
+                   LOCAL_WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT='29613')
+        ranks.append(subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    for rank, proc in enumerate(ranks):
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f'rank {rank} exited {proc.returncode}:\n{out[-3000:]}'
     for rank in (0, 1):
         assert (tmp_path / f'rank{rank}').read_text() == 'sum 2\nalive at exit: False, ddp: False\n'

@@ -180,6 +180,7 @@ print(json.dumps(result))
 '''
 
 
+@pytest.mark.slow  # a fresh interpreter (CUDA reported before hrnet_mm is imported)
 def test_launcher_decides_from_the_process_device_on_a_gpu_host():
     """Would catch: the launcher keyed to the host at import (on a GPU host its CPU-module
     handling was never installed, and a rank with no GPU got CUDA's 'invalid device

@@ -129,6 +129,7 @@ print(json.dumps(said))
 '''
 
 
+@pytest.mark.slow  # a fresh interpreter (the allocator setting is process-wide)
 def test_the_hook_says_what_it_did(tmp_path):
     """On CPU it keeps freed memory, except for a with_cp model (memory chosen over speed:
     the allocator is left alone); either way it says so in the log. In an interpreter of its

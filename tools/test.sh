@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine: set up the environment (tools/bootstrap.sh), then pytest.
 # Arguments go to pytest: `bash tools/test.sh` runs everything; `bash tools/test.sh -m "not slow"`
-# is the quick tier (no training, export or benchmark runs); `-k parity` picks by name;
-# `-m cuda` the tests whose subject is a GPU (skipped, with the reason, on a host without one).
+# is the quick tier (no training, export, benchmark or multi-process runs); `-k parity` picks
+# by name; `-m cuda` the tests whose subject is a GPU (skipped, with the reason, on a host
+# without one).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv=$(bash tools/bootstrap.sh | tail -n 1)
