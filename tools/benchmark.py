@@ -442,21 +442,24 @@ def _cold_step_peak(model, wrapper, data):
     return max(peak[0], rss()) - before
 
 
-def train_worker(args):
+def train_worker(system, args, conn):
     """Child process: one training system, stepping when the parent says so (its allocator
     setting is its own: glibc's settings are process-wide)."""
     quiet_logs()
     torch.set_num_threads(args.threads)
-    system = json.loads(args.train_worker)
     startup, peak, step = _step_fn(system, args)
-    print('RESULT', json.dumps([startup, peak]), flush=True)
-    for line in sys.stdin:
-        if line.strip() == 'step':
+    conn.send([startup, peak])
+    while True:
+        try:
+            command = conn.recv()
+        except EOFError:  # the parent is done
+            return
+        if command == 'step':
             t = time.perf_counter()
             step()
-            print('RESULT', json.dumps(time.perf_counter() - t), flush=True)
-        elif line.strip() == 'profile':
-            print('RESULT', json.dumps(profile(step)), flush=True)
+            conn.send(time.perf_counter() - t)
+        elif command == 'profile':
+            conn.send(profile(step))
 
 
 def train_probe(args):
@@ -468,39 +471,51 @@ def train_probe(args):
     print('RESULT', json.dumps(_cold_step_peak(model, wrapper, data)))
 
 
-class TrainWorker:
-    """A training system in its own process, so that each runs with its own allocator."""
+# What every training process imports, loaded once into multiprocessing's fork server: each
+# worker starts as a fork of it, without the seconds of imports a fresh interpreter spends
+# (the server runs no torch operation, so no thread pool is forked half-way).
+WORKER_IMPORTS = ['hrnet_mm', 'mmengine.optim', 'mmengine.runner', 'mmseg.models',
+                  'mmseg.engine', 'mmseg.structures']
 
-    def __init__(self, system, args):
-        import subprocess
+
+def _worker_context():
+    import multiprocessing
+    context = multiprocessing.get_context('forkserver')
+    context.set_forkserver_preload(WORKER_IMPORTS)
+    return context
+
+
+class TrainWorker:
+    """A training system in its own process, so that each runs with its own allocator: a
+    fork of a server that holds the imports, started fresh from the interpreter (glibc's
+    defaults; nothing of this process's allocator setting)."""
+
+    def __init__(self, system, args, context):
         self.system = system
-        self.args = args
-        self.proc = subprocess.Popen(self._cmd('--train-worker'), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.conn, child = context.Pipe()
+        work = argparse.Namespace(**{k: getattr(args, k) for k in (
+            'train_config', 'train_size', 'train_batch', 'threads')})
+        self.proc = context.Process(target=train_worker, args=(system, work, child))
+        self.proc.start()
+        child.close()
         self.startup, peak = self._result()
         self.peak_mib = None if peak is None else peak / 2 ** 20
         self.times = []
 
-    def _cmd(self, role):
-        a = self.args
-        return [sys.executable, __file__, role, json.dumps(self.system),
-                '--train-config', a.train_config, '--train-size', *map(str, a.train_size),
-                '--train-batch', str(a.train_batch), '--threads', str(a.threads)]
-
     def _result(self):
-        for line in self.proc.stdout:
-            if line.startswith('RESULT '):
-                return json.loads(line[len('RESULT '):])
-        raise RuntimeError(f'training worker {self.system} exited {self.proc.wait()}')
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.proc.join()
+            raise RuntimeError(f'training worker {self.system} exited {self.proc.exitcode}')
 
     def ask(self, command):
-        self.proc.stdin.write(command + '\n')
-        self.proc.stdin.flush()
+        self.conn.send(command)
         return self._result()
 
     def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
+        self.conn.close()
+        self.proc.join()
 
 
 def train_systems(args):
@@ -526,14 +541,14 @@ def train_systems(args):
 
 
 def train_rows(args):
-    workers = []
+    workers, context = [], _worker_context()
     try:
         for system in train_systems(args):
             side, precision, with_cp, compiled, kept = system
             print(f'  starting training: {side} {precision}{" with_cp" if with_cp else ""}'
                   f'{" compiled" if compiled else ""}{" kept memory" if kept else ""} ...',
                   flush=True)
-            workers.append(TrainWorker(system, args))
+            workers.append(TrainWorker(system, args, context))
         for r in range(args.train_rounds):
             for i in range(len(workers)):
                 w = workers[(i + r) % len(workers)]
@@ -703,13 +718,10 @@ def main():
                         help="print where the time of our rows goes (torch.profiler; "
                              "OpenVINO's per-op counters for its rows)")
     parser.add_argument('--train-probe', help=argparse.SUPPRESS)  # internal: memory child
-    parser.add_argument('--train-worker', help=argparse.SUPPRESS)  # internal: timing child
     parser.add_argument('--json', help='write the figures here')
     args = parser.parse_args()
     if args.train_probe:
         return train_probe(args)
-    if args.train_worker:
-        return train_worker(args)
     quiet_logs()
     torch.set_num_threads(args.threads)
     if not args.glibc_defaults:
