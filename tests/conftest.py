@@ -220,9 +220,14 @@ def run_tool(path, args):
     import contextlib
     import io
     printed = io.StringIO()
-    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed), \
-            contextlib.redirect_stderr(printed):
-        code, _ = run_tool_main(path, args, monkeypatch)
+    environ = dict(os.environ)  # (a tool may set variables, e.g. the toolboxes' LOCAL_RANK)
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed), \
+                contextlib.redirect_stderr(printed):
+            code, _ = run_tool_main(path, args, monkeypatch)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     if code not in (0, None):
         pytest.fail(f'{path} {" ".join(map(str, args))} exited {code}:\n'
                     f'{printed.getvalue()[-6000:]}')
