@@ -8,7 +8,7 @@ import pytest
 
 import hrnet_mm  # noqa: F401
 
-from .conftest import REPO, data_options, last_checkpoint, run_cli
+from .conftest import REPO, data_options, last_checkpoint, run_cli, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -69,8 +69,9 @@ def test_mmseg_benchmark_tool_and_flops_on_our_config(trained_demo_tiny, tmp_pat
     assert re.search(r'Done image \[12 / 200\], fps: [0-9.]+ img / s', out), out[-2000:]
     # mmseg's own get_flops.py cannot run on mmengine 0.10 (it passes input_shape and inputs);
     # ours counts the same way with inputs only.
-    out = run_cli([sys.executable, osp.join(REPO, 'tools', 'get_flops.py'),
-                   osp.join(REPO, 'configs', 'hrnet_w48_cityscapes.py'), '--shape', '128', '256'])
+    # ours, in this process (run_tool: the tool's main, as the command line runs it)
+    out = run_tool(osp.join(REPO, 'tools', 'get_flops.py'),
+                   [osp.join(REPO, 'configs', 'hrnet_w48_cityscapes.py'), '--shape', '128', '256'])
     flops = float(re.search(r'Flops: ([0-9.]+) G', out).group(1))
     params = float(re.search(r'Params: ([0-9.]+) M', out).group(1))
     # mmseg's own fcn_hr48_4xb2-80k_cityscapes-512x1024.py under mmengine's FlopAnalyzer at
