@@ -213,6 +213,14 @@ def run_tool_main(path, args, monkeypatch):
     return 0, tool
 
 
+def toolbox_tool(package, *parts):
+    """The path of a toolbox's own tool, as mim runs it: ``<package>/.mim/tools/PARTS``
+    (``package`` as imported: ``'mmseg'``, ``'mmpose'``, ``'mmdet'``)."""
+    import importlib
+    return osp.join(osp.dirname(importlib.import_module(package).__file__), '.mim', 'tools',
+                    *parts)
+
+
 def run_tool(path, args):
     """``python PATH ARGS`` as :func:`run_cli` runs it, in this process (:func:`run_tool_main`,
     for session fixtures too): what it printed; the test fails with it if the tool exits

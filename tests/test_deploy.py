@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import REPO, coco_options, coco_test_options, run_cli, run_tool, run_tool_main
+from .conftest import (REPO, coco_options, coco_test_options, run_cli, run_tool, run_tool_main,
+                       toolbox_tool)
 
 DEPLOY = [sys.executable, osp.join(REPO, 'tools', 'deploy.py')]
 
@@ -82,13 +83,6 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(exported_tiny, street
                                f"test_evaluator.1.output_dir={tmp_path / 'cs8'}"])
     miou_int8 = float(re.findall(r'mIoU: ([0-9.]+)', out)[-1])
     assert abs(miou_int8 - miou_torch) <= 0.5, (miou_int8, miou_torch)
-
-
-def toolbox_tool(package, name):
-    """The path of a toolbox's own tool, as mim runs it (``<package>/.mim/tools/NAME``)."""
-    import importlib
-    return osp.join(osp.dirname(importlib.import_module(package).__file__), '.mim', 'tools',
-                    name)
 
 
 def metric(log, name):

@@ -8,7 +8,7 @@ import pytest
 
 import hrnet_mm  # noqa: F401
 
-from .conftest import REPO, data_options, last_checkpoint, run_cli, run_tool
+from .conftest import REPO, data_options, last_checkpoint, run_cli, run_tool, toolbox_tool
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,7 @@ def test_demo_config_trains_tests_and_evaluates_with_cityscapes_metric(trained_d
 
 @pytest.mark.xdist_group('trained_street')
 def test_mmseg_benchmark_tool_and_flops_on_our_config(trained_demo_tiny, tmp_path):
-    import mmseg
-    tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'analysis_tools')
+    tools = toolbox_tool('mmseg', 'analysis_tools')
     cfg, _, checkpoint, _ = trained_demo_tiny
     # mmseg's benchmark.py takes no --cfg-options and skips 5 warm-up images: point a config
     # at a 12-image val split.
@@ -89,8 +88,7 @@ def test_distributed_two_cpu_processes_with_the_toolbox_backend(street_data, tmp
     """mmseg's train.py with two CPU processes (no GPU visible) and the config's backend,
     mmseg's nccl: each process initialises gloo instead and says so. Would catch: nccl tried
     on CPU processes, or a torch.cuda.set_device call there."""
-    import mmseg
-    train = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
+    train = toolbox_tool('mmseg', 'train.py')
     cfg = osp.join(REPO, 'tests', 'configs', 'demo_tiny.py')
     work = str(tmp_path / 'dist')
     # SyncBN needs CUDA; on CPU processes the norms are plain BN.

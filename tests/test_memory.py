@@ -46,14 +46,11 @@ model = runner.model
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 g = torch.Generator().manual_seed(0)
-samples = []
-for _ in range(1):
-    s = SegDataSample(metainfo=dict(img_shape=(512, 1024), ori_shape=(512, 1024),
-                                    pad_shape=(512, 1024)))
-    s.gt_sem_seg = PixelData(data=torch.randint(0, 19, (1, 512, 1024), generator=g))
-    samples.append(s)
-batch = dict(inputs=[torch.randint(0, 256, (3, 512, 1024), dtype=torch.uint8, generator=g)
-                     for _ in samples], data_samples=samples)
+sample = SegDataSample(metainfo=dict(img_shape=(512, 1024), ori_shape=(512, 1024),
+                                     pad_shape=(512, 1024)))
+sample.gt_sem_seg = PixelData(data=torch.randint(0, 19, (1, 512, 1024), generator=g))
+batch = dict(inputs=[torch.randint(0, 256, (3, 512, 1024), dtype=torch.uint8, generator=g)],
+             data_samples=[sample])
 model.train_step(batch, runner.optim_wrapper)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(2):

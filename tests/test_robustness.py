@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hrnet_mm import HRNet, HRNetConcatNeck, HRNetPyramidNeck
 from hrnet_mm.convert import ConversionError, convert
 
-from .conftest import REPO, cli_env, quiet, randomize_norms, run_cli, run_tool_main
+from .conftest import REPO, cli_env, quiet, randomize_norms, run_cli, run_tool_main, toolbox_tool
 
 CONVERT = [sys.executable, osp.join(REPO, 'tools', 'convert_checkpoint.py')]
 
@@ -212,8 +212,7 @@ def test_any_size_either_works_or_says_why():
 @pytest.mark.slow
 def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(street_data, tmp_path):
     """Kill -9 after the checkpoint at iteration 2, resume, compare with an uninterrupted run."""
-    import mmseg
-    train = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
+    train = toolbox_tool('mmseg', 'train.py')
     cfg = osp.join(REPO, 'tests', 'configs', 'resume_tiny.py')
     opts = ['--cfg-options', f'train_dataloader.dataset.data_root={street_data}']
     full, crashed = str(tmp_path / 'full'), str(tmp_path / 'crashed')
