@@ -72,7 +72,19 @@ def test_seg_export_checks_and_evaluates_with_mmseg_metric(exported_tiny, street
 
     from hrnet_mm.deploy import Runtime, float_convolutions
     model_int8 = osp.join(out_dir, 'model_int8.xml')
-    assert not float_convolutions(ov.Core().read_model(model_int8))  # every conv in int8
+    graph = ov.Core().read_model(model_int8)
+    assert not float_convolutions(graph)  # every conv in int8
+    # OpenVINO computes bilinear resizes in floating point whatever their input, so neither
+    # they nor the sums they feed take a FakeQuantize'd input: would catch quantize_openvino
+    # wrapping them in conversions again (W48 3-6% slower so: docs/deployment.md)
+    resizes = [op for op in graph.get_ordered_ops() if op.get_type_name() == 'Interpolate']
+    assert resizes and all(op.get_attributes()['mode'] == 'linear_onnx' for op in resizes)
+    names = {op.get_friendly_name() for op in resizes}
+    fed = resizes + [op for op in graph.get_ordered_ops() if op.get_type_name() == 'Add' and
+                     any(v.get_node().get_friendly_name() in names for v in op.input_values())]
+    assert len(fed) > len(resizes)  # the exchange units' sums
+    assert not [op.get_friendly_name() for op in fed for v in op.input_values()
+                if v.get_node().get_type_name() == 'FakeQuantize']
     with pytest.raises(ValueError, match="use precision='int8'"):
         Runtime('openvino', model_int8, 'fp32')
     with pytest.raises(ValueError, match='not quantized: make an int8 model'):
@@ -329,6 +341,25 @@ def test_relative_rms_is_the_worst_outputs_error_over_its_spread():
     other = [torch.tensor([[3.0, 1.0, 1.0, 1.0]]), torch.full((2, 3), 10.1)]
     assert relative_rms(ref, other) == pytest.approx(1.0)
     assert relative_rms(ref[1:], other[1:]) == pytest.approx(0.01, rel=1e-5)
+
+
+def test_int8_leaves_out_only_bilinear_resizes_and_their_sums():
+    """A hand-built graph: a bilinear and a nearest resize of the same map, each added to a
+    second input, and a sum of that input with itself. Only the bilinear resize and its sum
+    stay in floating point; would catch a nearest resize (which OpenVINO runs in int8) or an
+    unrelated sum left out of quantization."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from hrnet_mm.deploy import float_resizes_and_sums
+    x = ops.parameter([1, 4, 8, 8], np.float32, name='x')
+    y = ops.parameter([1, 4, 16, 16], np.float32, name='y')
+    size, axes = ops.constant(np.array([16, 16])), ops.constant(np.array([2, 3]))
+    resized = {mode: ops.interpolate(x, size, mode, 'sizes', axes=axes, name=mode)
+               for mode in ('linear_onnx', 'nearest')}
+    sums = [ops.add(r, y, name=f'{mode}_sum') for mode, r in resized.items()]
+    model = ov.Model(sums + [ops.add(y, y, name='plain_sum')], [x, y])
+    assert float_resizes_and_sums(model) == ['linear_onnx', 'linear_onnx_sum']
 
 
 def test_missing_runtime_file_says_how_to_make_it(tmp_path):
